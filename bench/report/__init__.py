@@ -1,0 +1,75 @@
+"""Reports built from stored run records: markdown leaderboard, Pareto and reliability plots.
+
+Everything here works on already-loaded records (dicts from the store's JSON);
+nothing reads the store or touches models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.report.markdown import Record, aggregate, leaderboard_markdown, memory_metric
+from bench.report.pareto import pareto_front
+from bench.report.plots import plot_pareto, plot_reliability
+
+__all__ = [
+    "LEADERBOARD",
+    "PLOT_FILES",
+    "aggregate",
+    "leaderboard_markdown",
+    "pareto_front",
+    "plot_pareto",
+    "plot_reliability",
+    "write_report",
+]
+
+LEADERBOARD = "leaderboard.md"
+PARAMS_PLOT = "pareto_accuracy_vs_trainable_params.png"
+MEMORY_PLOT = "pareto_accuracy_vs_peak_memory.png"
+THROUGHPUT_PLOT = "pareto_accuracy_vs_train_throughput.png"
+RELIABILITY_PLOT = "reliability.png"
+PLOT_FILES = (PARAMS_PLOT, MEMORY_PLOT, THROUGHPUT_PLOT, RELIABILITY_PLOT)
+
+
+def _plots(records: Sequence[Record], out_dir: Path) -> list[Path | None]:
+    memory = memory_metric(records)
+    memory_label = ("peak GPU allocated (GiB)" if memory == "peak_gpu_allocated_gib"
+                    else "peak CPU RSS (GiB)")
+    return [
+        plot_pareto(records, out_dir / PARAMS_PLOT, x="efficiency.trainable_params",
+                    x_label="trainable parameters (log)", y_label="accuracy", log_x=True),
+        plot_pareto(records, out_dir / MEMORY_PLOT, x=f"efficiency.{memory}",
+                    x_label=memory_label, y_label="accuracy"),
+        plot_pareto(records, out_dir / THROUGHPUT_PLOT, x="efficiency.train_samples_per_s",
+                    x_label="train samples/s", y_label="accuracy", x_direction="max"),
+        plot_reliability(records, out_dir / RELIABILITY_PLOT),
+    ]
+
+
+def write_report(records: Sequence[Record], out_dir: Path, *, suite: str) -> list[Path]:
+    """Writes the leaderboard and all plots for one suite.
+
+    Plots whose fields no record has are skipped; a stale file of the same name
+    left by an earlier report is removed so the directory matches the records.
+
+    Args:
+        records: All run records of the suite (any status).
+        out_dir: Directory to write into (created if missing), e.g. ``reports/<suite>``.
+        suite: Suite name for the leaderboard title.
+
+    Returns:
+        The written paths: the leaderboard first, then the plots in ``PLOT_FILES`` order.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = list(records)
+    plots = [p for p in _plots(records, out_dir) if p is not None]
+    for name in PLOT_FILES:
+        stale = out_dir / name
+        if stale not in plots and stale.exists():
+            stale.unlink()
+    leaderboard = out_dir / LEADERBOARD
+    text = leaderboard_markdown(records, suite=suite, figures=[p.name for p in plots])
+    leaderboard.write_text(text, encoding="utf-8")
+    return [leaderboard, *plots]
