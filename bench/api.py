@@ -1,0 +1,100 @@
+"""The Python API under the CLI: load, run, report."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.data.loaders import resolve_data_dir
+from bench.errors import BenchError
+from bench.runner import RunSummary
+from bench.store import Store
+from bench.suite import REPO_ROOT, Suite, load_suite
+
+RESULTS_ENV = "PEFTBENCH_RESULTS"
+
+
+def results_dir(explicit: str | Path | None = None) -> Path:
+    """``--results-dir``, else ``$PEFTBENCH_RESULTS``, else the repository's ``results/``."""
+    return Path(explicit or os.environ.get(RESULTS_ENV) or REPO_ROOT / "results")
+
+
+def reports_dir(explicit: str | Path | None = None) -> Path:
+    """``--reports-dir``, else the repository's ``reports/``."""
+    return Path(explicit or REPO_ROOT / "reports")
+
+
+def progress_factory(quiet: bool) -> Callable[..., Any] | None:
+    """A tqdm factory (bars with ETA on stderr), or None under ``quiet``."""
+    if quiet:
+        return None
+    from tqdm.auto import tqdm
+
+    def make(**kwargs: Any) -> Any:
+        return tqdm(dynamic_ncols=True, **kwargs)
+
+    return make
+
+
+def quiet_libraries() -> None:
+    """Silence transformers' load reports and progress bars (our own bars stay)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def run_suite(suite: Suite | str, *, overrides: tuple[str, ...] = (), data_dir: str | Path | None = None,
+              results: str | Path | None = None, force: bool = False, quiet: bool = False,
+              echo: Callable[[str], None] = print) -> RunSummary:
+    """Run a suite (name, path or loaded :class:`Suite`) into the store."""
+    from bench import runner
+
+    loaded = suite if isinstance(suite, Suite) else load_suite(suite, overrides)
+    quiet_libraries()
+    return runner.run_suite(loaded, Store(results_dir(results)), data_dir=resolve_data_dir(data_dir),
+                            force=force, progress=progress_factory(quiet),
+                            echo=(lambda _msg: None) if quiet else echo)
+
+
+def latest_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per run id: its newest success, else its newest attempt."""
+    best: dict[str, dict[str, Any]] = {}
+    for record in sorted(records, key=lambda r: str(r.get("finished_at"))):
+        old = best.get(record["run_id"])
+        if old is None or record["status"] == "success" or old["status"] != "success":
+            best[record["run_id"]] = record
+    return list(best.values())
+
+
+def build_report(suite: str, *, results: str | Path | None = None,
+                 reports: str | Path | None = None) -> list[Path]:
+    """Write ``reports/<suite>/`` from the store only (no model, no data)."""
+    from bench.report import write_report
+
+    records = latest_records(Store(results_dir(results)).records(suite))
+    if not records:
+        raise BenchError(f"no records for suite '{suite}' in {results_dir(results)}; run it first")
+    return write_report(records, reports_dir(reports) / suite, suite=suite)
+
+
+def validate_suites(names: list[str], *, overrides: tuple[str, ...] = (),
+                    data_dir: str | Path | None = None) -> dict[str, int]:
+    """Resolve every cell of each suite (method configs and data files) without running.
+
+    Returns:
+        The number of cells per suite.
+    """
+    from bench.cells import plan, resolve_spec
+
+    folder = resolve_data_dir(data_dir)
+    counts = {}
+    for name in names:
+        cells = plan(load_suite(name, overrides))
+        for cell in cells:
+            resolve_spec(cell, folder)
+        counts[name] = len(cells)
+    return counts

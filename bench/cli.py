@@ -1,0 +1,112 @@
+"""``bench``: a thin argparse layer over :mod:`bench.api`.
+
+Every user error is one line on stderr and exit code 2; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from bench.errors import BenchError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bench import api
+
+    summary = api.run_suite(args.suite, overrides=tuple(args.set), data_dir=args.data_dir,
+                            results=args.results_dir, force=args.force, quiet=args.quiet)
+    print(f"{len(summary.ran)} ran, {len(summary.skipped)} skipped (already stored), "
+          f"{len(summary.failed)} failed; results in {api.results_dir(args.results_dir)}")
+    return 1 if summary.failed else 0
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    # imports stay light: listing never imports torch or a method module
+    from bench.data.loaders import dataset_names, resolve_data_dir
+    from bench.registry import method_names
+    from bench.suite import suite_names
+
+    what = args.what
+    if what in ("all", "suites"):
+        print("suites:   " + ", ".join(suite_names()))
+    if what in ("all", "methods"):
+        print("methods:  " + ", ".join(method_names()))
+    if what in ("all", "datasets"):
+        try:
+            folder = resolve_data_dir(args.data_dir)
+            print(f"datasets: {', '.join(dataset_names(folder))}  ({folder})")
+        except BenchError as err:
+            print(f"datasets: none ({err})")
+    if what in ("all", "models"):
+        print("models:   minilm (embedded), random:tiny-bert, random:minilm-shape, "
+              "or any HF model name / local folder")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from bench import api
+    from bench.suite import suite_names
+
+    names = suite_names() if args.all or not args.suite else [args.suite]
+    counts = api.validate_suites(names, overrides=tuple(args.set), data_dir=args.data_dir)
+    for name, n in counts.items():
+        print(f"ok  {name}: {n} cells")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bench import api
+
+    paths = api.build_report(args.suite, results=args.results_dir, reports=args.reports_dir)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``bench`` argument parser."""
+    top = argparse.ArgumentParser(prog="bench", description="PEFT benchmark harness")
+    sub = top.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a suite (skips cells already stored)")
+    run.add_argument("--suite", required=True, help="suite name (see `bench ls`) or path to a YAML file")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a suite value, e.g. --set train.epochs=1 (repeatable)")
+    run.add_argument("--force", action="store_true", help="rerun cells that already succeeded")
+    run.add_argument("--quiet", action="store_true", help="no progress bars or per-cell lines")
+    ls = sub.add_parser("ls", help="list suites, methods, datasets, models")
+    ls.add_argument("what", nargs="?", default="all", choices=["all", "suites", "methods", "datasets", "models"])
+    validate = sub.add_parser("validate", help="resolve suites without running them")
+    validate.add_argument("suite", nargs="?", help="one suite (default: all)")
+    validate.add_argument("--all", action="store_true", help="every suite in suites/")
+    validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    report = sub.add_parser("report", help="write reports/<suite>/ from the store")
+    report.add_argument("--suite", required=True)
+    report.add_argument("--reports-dir", default=None)
+    for p in (run, ls, validate):
+        p.add_argument("--data-dir", default=None, help="dataset folder root (or $PEFTBENCH_DATA_DIR)")
+    for p in (run, report):
+        p.add_argument("--results-dir", default=None, help="the store (default: results/)")
+    run.set_defaults(func=_cmd_run)
+    ls.set_defaults(func=_cmd_ls)
+    validate.set_defaults(func=_cmd_validate)
+    report.set_defaults(func=_cmd_report)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the cell in flight was stored as canceled", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Turn a :class:`~bench.suite.TaskSpec` into the three splits a cell trains and tests on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bench.data.loaders import column, file_digest, find_dataset, read_labels, read_split, split_file
+from bench.errors import BenchError
+from bench.suite import TaskSpec
+
+#: Subsamples are drawn with this fixed seed, independent of the run seed, so every cell of a
+#: task (all methods, noise settings and seeds) trains and tests on the same items.
+SUBSAMPLE_SEED = 20250101
+
+
+@dataclass(frozen=True)
+class Split:
+    """Texts with their given labels and, where known, gold labels."""
+
+    texts: list[str]
+    labels: NDArray[np.int64]
+    """Labels as given by the data (noisy for real-noise sets)."""
+    truth: NDArray[np.int64]
+    """Gold labels (equal to ``labels`` unless the task has a ``truth_field``)."""
+    ids: NDArray[np.int64]
+    """Row numbers in the source file (0-based), to key per-example results."""
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A task's splits, class names and the digest of the files they came from."""
+
+    name: str
+    label_names: list[str]
+    train: Split
+    val: Split
+    test: Split
+    data_version: str
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes."""
+        return len(self.label_names)
+
+
+def _labels(values: list[object], n_classes: int, where: str) -> NDArray[np.int64]:
+    for i, v in enumerate(values, start=1):
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < n_classes:
+            raise BenchError(f"{where}:{i}: label {v!r} out of range [0, {n_classes})")
+    return np.asarray(values, dtype=np.int64)
+
+
+def _read(folder: Path, split: str, spec: TaskSpec, n_classes: int, given: str, truth: str) -> Split:
+    rows = read_split(folder, split)
+    where = f"{folder.name}/{split}"
+    texts = column(rows, spec.text_field, where)
+    if any(not isinstance(t, str) or not t.strip() for t in texts):
+        bad = next(i for i, t in enumerate(texts, 1) if not isinstance(t, str) or not t.strip())
+        raise BenchError(f"{where}:{bad}: empty or non-string text")
+    gold = _labels(column(rows, truth, where), n_classes, where)
+    observed = gold if given == truth else _labels(column(rows, given, where), n_classes, where)
+    return Split(texts, observed, gold, np.arange(len(rows), dtype=np.int64))
+
+
+def _take(split: Split, index: NDArray[np.int64]) -> Split:
+    index = np.sort(index)
+    return Split([split.texts[i] for i in index], split.labels[index], split.truth[index], split.ids[index])
+
+
+def _cap(split: Split, limit: int | None, rng: np.random.Generator) -> Split:
+    if limit is None or limit >= len(split.texts):
+        return split
+    return _take(split, rng.permutation(len(split.texts))[:limit])
+
+
+def load_task(spec: TaskSpec, data_dir: Path) -> TaskData:
+    """Load, check and subsample a task's train, validation and test splits.
+
+    Validation is the train folder's ``val_split`` (or ``validation`` if present); otherwise
+    ``val_fraction`` of the training pool is held out. Validation and test use gold labels:
+    they feed curves and metrics only, never model selection, so no gold label leaks into
+    training.
+    """
+    test_folder = find_dataset(spec.dataset, data_dir)
+    train_folder = find_dataset(spec.train_dataset, data_dir) if spec.train_dataset else test_folder
+    names = read_labels(test_folder)
+    if train_folder != test_folder and read_labels(train_folder) != names:
+        raise BenchError(f"{train_folder.name} and {test_folder.name} have different labels.json")
+    k = len(names)
+    rng = np.random.default_rng(SUBSAMPLE_SEED)
+    train = _read(train_folder, spec.train_split, spec, k, spec.label_field,
+                  spec.truth_field or spec.label_field)
+    val_split = spec.val_split or ("validation" if split_file(train_folder, "validation")
+                                   and spec.train_split != "validation" else None)
+    if val_split is not None:
+        val = _read(train_folder, val_split, spec, k, spec.eval_label_field, spec.eval_label_field)
+    else:
+        order = rng.permutation(len(train.texts))
+        n_val = max(1, int(round(spec.val_fraction * len(order))))
+        val, train = _take(train, order[:n_val]), _take(train, order[n_val:])
+        val = Split(val.texts, val.truth, val.truth, val.ids)
+    test = _read(test_folder, spec.test_split, spec, k, spec.eval_label_field, spec.eval_label_field)
+    files = [split_file(train_folder, spec.train_split), split_file(test_folder, spec.test_split)]
+    if val_split is not None:
+        files.append(split_file(train_folder, val_split))
+    version = "-".join(file_digest(f)[:12] for f in files if f is not None)
+    return TaskData(
+        name=spec.name or spec.dataset, label_names=names,
+        train=_cap(train, spec.max_train, rng), val=_cap(val, spec.max_val, rng),
+        test=_cap(test, spec.max_test, rng), data_version=version,
+    )

@@ -1,0 +1,30 @@
+"""Errors the harness reports to users as one line and exit code 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class BenchError(Exception):
+    """A user-facing error: bad input, missing data, unknown names.
+
+    The CLI prints ``error: <message>`` on one line and exits with code 2.
+    """
+
+
+class CellError(BenchError):
+    """A failure inside one cell (NaN loss, reload mismatch, out of memory).
+
+    The runner stores the cell as failed with this message and goes on.
+    """
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest choice, or a list of choices."""
+    options = sorted(set(choices))
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    shown = ", ".join(options[:12]) + (", ..." if len(options) > 12 else "")
+    return f" (known: {shown})" if options else ""

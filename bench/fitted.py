@@ -1,0 +1,93 @@
+"""Fitted-model helpers that satisfy :class:`bench.method.Fitted` for common cases."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from bench.encode import Encoded
+from bench.train import count_parameters, predict_logits, softmax
+
+
+@dataclass
+class ModelFitted:
+    """A fitted torch classifier; ``save`` writes a peft adapter or the trainable tensors."""
+
+    model: nn.Module
+    device: torch.device
+    precision: str
+    pad_id: int
+    batch_size: int = 128
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    def predict_proba(self, data: Encoded) -> NDArray[np.float64]:
+        """Softmax of the model's logits, in data order."""
+        logits = predict_logits(self.model, data, batch_size=self.batch_size, device=self.device,
+                                precision=self.precision, pad_id=self.pad_id)
+        return softmax(logits)
+
+    def trainable_parameters(self) -> int:
+        """Parameters with ``requires_grad`` (adapter and head for peft models)."""
+        return count_parameters(self.model)[0]
+
+    def total_parameters(self) -> int:
+        """All parameters of the prediction model."""
+        return count_parameters(self.model)[1]
+
+    def save(self, directory: Path) -> None:
+        """peft models: ``save_pretrained`` (adapter + head); others: trainable tensors."""
+        directory.mkdir(parents=True, exist_ok=True)
+        if hasattr(self.model, "peft_config"):
+            self.model.save_pretrained(str(directory))
+            return
+        from safetensors.torch import save_file
+
+        state = {n: p.detach().cpu().contiguous() for n, p in self.model.named_parameters() if p.requires_grad}
+        save_file(state, str(directory / "trainable.safetensors"))
+
+
+def load_peft(base: nn.Module, directory: Path, adapter_name: str = "default") -> nn.Module:
+    """Load a saved peft adapter onto a fresh base model."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, str(directory), adapter_name=adapter_name)
+
+
+def load_trainable(model: nn.Module, directory: Path) -> nn.Module:
+    """Load tensors written by :meth:`ModelFitted.save` for a non-peft model."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(directory / "trainable.safetensors"))
+    missing = set(state) - {n for n, _ in model.named_parameters()}
+    if missing:
+        raise ValueError(f"saved tensors not in model: {sorted(missing)[:3]}")
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def fitted_from(model: nn.Module, ctx: Any, head: Sequence[str] = ()) -> ModelFitted:
+    """A :class:`ModelFitted` using the context's device, precision and pad id."""
+    return ModelFitted(model=model, device=ctx.device, precision=ctx.precision,
+                       pad_id=ctx.tokenizer.pad_token_id, batch_size=ctx.train_config.eval_batch_size)
+
+
+def val_curve_hook(ctx: Any, model: nn.Module) -> Any:
+    """An ``on_epoch_end`` hook that logs train loss and validation accuracy/NLL per epoch."""
+    fitted = fitted_from(model, ctx)
+
+    def hook(epoch: int, train_loss: float) -> None:
+        probs = fitted.predict_proba(ctx.val)
+        labels = ctx.val.labels
+        p_true = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
+        ctx.log({"epoch": epoch, "train_loss": train_loss,
+                 "val_accuracy": float((probs.argmax(1) == labels).mean()),
+                 "val_nll": float(-np.log(p_true).mean())})
+
+    return hook

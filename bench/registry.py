@@ -1,0 +1,99 @@
+"""The method registry: a lazy name map, a decorator, and third-party entry points.
+
+``bench ls`` lists names from the map and the entry points without importing any method
+module (so without importing torch). A method module is imported only when a run or a
+validation needs its adapter or config class.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from bench.errors import BenchError, did_you_mean
+
+ENTRY_POINT_GROUP = "peftbench.methods"
+
+#: Built-in methods: registry name -> "module:AdapterClass". One line per method.
+BUILTIN_METHODS: dict[str, str] = {
+    "lora": "methods.lora:LoraAdapter",
+    "full-ft": "methods.full_ft:FullFtAdapter",
+}
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """A registered method: its name, adapter class, config class and version."""
+
+    name: str
+    adapter: type[Any]
+    config: type[Any]
+    version: str
+
+
+_REGISTERED: dict[str, MethodEntry] = {}
+
+
+def check_name(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is a lowercase registry name."""
+    if not _NAME_RE.match(name):
+        raise ValueError(f"Invalid method name {name!r}: use lowercase letters, digits, '-', '_'")
+
+
+def register_method(name: str, *, config: type[Any], version: str = "1") -> Any:
+    """Class decorator that registers a method adapter under ``name``.
+
+    Args:
+        name: Lowercase registry name, e.g. ``"lora"``.
+        config: The method's frozen config dataclass.
+        version: Bump it when a fix changes the method's numbers: it is part of run identity.
+    """
+    check_name(name)
+
+    def wrap(cls: type[Any]) -> type[Any]:
+        old = _REGISTERED.get(name)
+        if old is not None and old.adapter.__qualname__ != cls.__qualname__:
+            raise ValueError(f"Method {name!r} is already registered by {old.adapter!r}")
+        cls.name, cls.version, cls.config_cls = name, version, config
+        _REGISTERED[name] = MethodEntry(name, cls, config, version)
+        return cls
+
+    return wrap
+
+
+def _entry_point_methods() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in BUILTIN_METHODS:
+            raise BenchError(f"entry point {ep.value!r} reuses built-in method name {ep.name!r}")
+        found[ep.name] = ep.value
+    return found
+
+
+def method_names() -> list[str]:
+    """All known method names, built-in and third-party, without importing them."""
+    return sorted({*BUILTIN_METHODS, *_entry_point_methods(), *_REGISTERED})
+
+
+def get_method(name: str) -> MethodEntry:
+    """Import (once) and return the method registered as ``name``.
+
+    Raises:
+        BenchError: for an unknown name, with a did-you-mean.
+    """
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    target = BUILTIN_METHODS.get(name) or _entry_point_methods().get(name)
+    if target is None:
+        raise BenchError(f"unknown method '{name}'" + did_you_mean(name, method_names()))
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    getattr(module, attr)  # the import ran the decorator
+    if name not in _REGISTERED:
+        raise BenchError(f"{target} does not register a method named {name!r}")
+    return _REGISTERED[name]

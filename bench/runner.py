@@ -1,0 +1,152 @@
+"""Run a suite: plan the grid, skip stored successes, execute the rest, store every outcome.
+
+A failing cell is stored as failed with its reason and the run goes on; Ctrl-C stores the
+cell in flight as canceled and stops. Records are written atomically, so a killed run loses
+at most the cell in flight.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import execute
+from bench.cells import Cell, plan, resolve_spec
+from bench.env import environment
+from bench.errors import BenchError, CellError
+from bench.evaluate.classification import classification_metrics, detection_metrics
+from bench.profile import Phase
+from bench.record import make_record, run_id
+from bench.store import Store
+from bench.suite import Suite
+from bench.train import TrainStats
+
+
+@dataclass
+class RunSummary:
+    """What a run did, cell by cell."""
+
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _train_figures(stats: list[TrainStats]) -> dict[str, float]:
+    timed_s = sum(s.timed_s for s in stats)
+    return {
+        "train_steps": float(sum(s.steps for s in stats)),
+        "train_samples": float(sum(s.samples for s in stats)),
+        "train_tokens": float(sum(s.tokens for s in stats)),
+        "train_samples_per_s": sum(s.timed_samples for s in stats) / timed_s if timed_s else float("nan"),
+        "train_tokens_per_s": sum(s.timed_tokens for s in stats) / timed_s if timed_s else float("nan"),
+    }
+
+
+def run_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progress: Any) -> dict[str, Any]:
+    """Execute one cell and return its record (success, or failed with the reason)."""
+    curves: dict[str, list[Any]] = {}
+
+    def log(row: dict[str, Any]) -> None:
+        for key, value in row.items():
+            curves.setdefault(key, []).append(value)
+
+    started, device = _now(), execute.device_for(cell)
+    common = {"run_id": rid, "spec": spec, "env": environment(str(device)), "started_at": started}
+    efficiency: dict[str, Any] = {}
+    noise: dict[str, Any] = {}
+    try:
+        with Phase("setup", device) as phase:
+            s = execute.setup(cell, data_dir, log, progress)
+        efficiency.update(phase.figures)
+        noise = {"realised_rate": s.noise.realised_rate, "counts": s.noise.counts,
+                 "matrix": s.noise.matrix, "info": s.noise.info}
+        with Phase("train", device) as phase:
+            fitted, stats = execute.fit(s)
+        efficiency.update(phase.figures, **_train_figures(stats))
+        probs, eval_figures = execute.predict(s, fitted)
+        efficiency.update(eval_figures)
+        metrics = classification_metrics(probs, s.test.labels)
+        metrics.update(detection_metrics(fitted.diagnostics, s.truly_clean))
+        with Phase("reload", device) as phase:
+            reload = execute.reload_check(s, fitted)
+        efficiency.update(phase.figures, adapter_bytes=reload["adapter_bytes"],
+                          trainable_params=fitted.trainable_parameters(),
+                          total_params=fitted.total_parameters())
+        metrics["reload_max_abs_diff"] = reload["reload_max_abs_diff"]
+        diagnostics = {k: v for k, v in fitted.diagnostics.items() if k not in ("clean_score", "selected_clean")}
+        record = make_record(**common, metrics=metrics, efficiency=efficiency, status="success",
+                             curves=curves, noise=noise, diagnostics=diagnostics, finished_at=_now())
+        record["_predictions"] = {"ids": s.test.ids, "labels": s.test.labels, "probs": probs.astype("float32")}
+        return record
+    except (CellError, BenchError) as err:
+        error = str(err)
+    except Exception as err:  # a bug in a method must not stop the suite or lose other results
+        error = f"{type(err).__name__}: {err} | " + traceback.format_exc(limit=-3).replace("\n", " ")
+    return make_record(**common, efficiency=efficiency, status="failed", error=error,
+                       curves=curves, noise=noise, finished_at=_now())
+
+
+def _store(store: Store, record: dict[str, Any]) -> Path:
+    predictions = record.pop("_predictions", None)
+    if predictions is not None:
+        spec = record["spec"]
+        store.write_predictions(spec["suite"], spec["method"]["id"], record["run_id"], predictions)
+    return store.write(record)
+
+
+def run_suite(suite: Suite, store: Store, *, data_dir: Path, force: bool = False,
+              progress: Any = None, echo: Callable[[str], None] = print) -> RunSummary:
+    """Run every cell of ``suite`` not already stored as a success.
+
+    All cells are resolved before any runs, so an unknown method, a bad method config or a
+    missing dataset fails the whole command up front (exit 2) instead of mid-suite.
+    """
+    cells = plan(suite)
+    specs = [resolve_spec(cell, data_dir) for cell in cells]
+    summary = RunSummary()
+    bar = progress(total=len(cells), desc=suite.name, unit="cell") if progress else None
+    try:
+        for i, (cell, spec) in enumerate(zip(cells, specs), start=1):
+            rid = run_id(spec)
+            if not force and store.succeeded(suite.name, cell.method.id, rid):
+                summary.skipped.append(rid)
+                echo(f"[{i}/{len(cells)}] {cell.label}: stored ({rid}), skipped")
+            else:
+                _run_one(cell, spec, rid, store, data_dir, progress, summary, echo, f"[{i}/{len(cells)}]")
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return summary
+
+
+def _run_one(cell: Cell, spec: dict[str, Any], rid: str, store: Store, data_dir: Path, progress: Any,
+             summary: RunSummary, echo: Callable[[str], None], tag: str) -> None:
+    start = time.perf_counter()
+    try:
+        record = run_cell(cell, spec, rid, data_dir, progress)
+    except KeyboardInterrupt:
+        _store(store, make_record(run_id=rid, spec=spec, env=environment("unknown"), status="canceled",
+                                  error="interrupted by the user", started_at=_now(), finished_at=_now()))
+        echo(f"{tag} {cell.label}: canceled ({rid})")
+        raise
+    summary.paths.append(_store(store, record))
+    seconds = time.perf_counter() - start
+    if record["status"] == "success":
+        summary.ran.append(rid)
+        m = record["metrics"]
+        echo(f"{tag} {cell.label}: accuracy {100 * m['accuracy']:.2f}%, ECE {100 * m['ece']:.2f}% "
+             f"({seconds:.0f} s, {rid})")
+    else:
+        summary.failed.append(rid)
+        echo(f"{tag} {cell.label}: FAILED ({rid}): {record['error']}")

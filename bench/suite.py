@@ -1,0 +1,225 @@
+"""Suites: YAML files validated into frozen dataclasses.
+
+Precedence, lowest first: dataclass defaults < suite file (after ``include:``) < the
+method's grid entry (its ``train:`` block) < ``--set key=value``. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.config import apply_override, build, merge
+from bench.data.noise import NoiseSpec
+from bench.errors import BenchError, did_you_mean
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyperparameters shared by all methods of a suite (a method may override)."""
+
+    epochs: int = 3
+    """Passes over the (noisy) training set."""
+    batch_size: int = 32
+    """Training batch size."""
+    eval_batch_size: int = 128
+    """Batch size for prediction."""
+    lr: float = 5e-4
+    """Peak learning rate of AdamW for adapter (or all) parameters."""
+    head_lr: float | None = None
+    """Learning rate of the freshly initialised classification head; None means ``lr``."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_ratio: float = 0.06
+    """Share of steps with linear warm-up; the rest decays linearly to 0."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    group_by_length: bool = True
+    """Batch samples of similar length together (less padding)."""
+    precision: str = "auto"
+    """auto | fp32 | bf16: auto uses bf16 autocast where the hardware supports it."""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("epochs and batch sizes must be >= 1")
+        if self.lr < 0 or not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"Invalid lr {self.lr} or warmup_ratio {self.warmup_ratio}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"Invalid precision {self.precision!r}: use auto, fp32 or bf16")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One classification task: where its splits come from and how they are cut."""
+
+    dataset: str
+    """Dataset folder name under the data dir, or a path to a folder in that layout."""
+    name: str = ""
+    """Display name (defaults to the key in the suite)."""
+    train_dataset: str | None = None
+    """Take the training split from another folder (AG News trains on noisyag_news)."""
+    train_split: str = "train"
+    val_split: str | None = None
+    """None: use ``validation`` if the folder has it, else hold out ``val_fraction`` of train."""
+    test_split: str = "test"
+    label_field: str = "label"
+    """Field holding the label the method trains on (before synthetic noise)."""
+    truth_field: str | None = None
+    """Real-noise sets: field holding the gold label (``clean_label``); noise must be none."""
+    eval_label_field: str = "label"
+    """Field holding the gold label in validation and test files."""
+    text_field: str = "text"
+    max_train: int | None = None
+    max_val: int | None = 500
+    max_test: int | None = None
+    val_fraction: float = 0.1
+    max_length: int = 128
+    pair_map: str | dict[int, int] | None = None
+    """Default asymmetric-noise map for this task (METHODS.md §1.2), e.g. ``sst5``."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The base model: ``minilm`` (embedded), an HF name or folder, or ``random:<preset>``."""
+
+    name: str = "minilm"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One grid entry: a registered method with its config and training overrides."""
+
+    id: str
+    method: str
+    config: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite: the grid is tasks × noise × methods × seeds."""
+
+    name: str
+    path: str
+    model: ModelSpec
+    train: TrainConfig
+    tasks: tuple[TaskSpec, ...]
+    noise: tuple[NoiseSpec, ...]
+    seeds: tuple[int, ...]
+    methods: tuple[MethodSpec, ...]
+    description: str = ""
+
+    def train_for(self, method: MethodSpec) -> TrainConfig:
+        """The training config of ``method``: the suite's, overridden by its grid entry."""
+        base = {k: getattr(self.train, k) for k in TrainConfig.__dataclass_fields__}
+        return build(TrainConfig, merge(base, method.train), f"{self.path}: methods.{method.id}.train")
+
+
+SUITE_KEYS = ("include", "name", "description", "model", "train", "tasks", "noise", "seeds", "methods")
+
+
+def suites_dir() -> Path:
+    """Where named suites live: ``$PEFTBENCH_SUITES`` or the repository's ``suites/``."""
+    return Path(os.environ.get("PEFTBENCH_SUITES", REPO_ROOT / "suites"))
+
+
+def suite_names() -> list[str]:
+    """Names of the suites in :func:`suites_dir` (files starting with ``_`` are fragments)."""
+    return sorted(p.stem for p in suites_dir().glob("*.yaml") if not p.name.startswith("_"))
+
+
+def suite_path(name_or_path: str) -> Path:
+    """Resolve a suite name or a YAML path; unknown names get a did-you-mean."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    candidate = suites_dir() / f"{name_or_path}.yaml"
+    if candidate.exists():
+        return candidate
+    raise BenchError(f"unknown suite '{name_or_path}'" + did_you_mean(name_or_path, suite_names()))
+
+
+def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a suite file and its ``include:`` chain into one raw dict."""
+    if path.resolve() in seen:
+        raise BenchError(f"{path}: include cycle")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise BenchError(f"{path}{line}: malformed YAML: {problem}") from None
+    except OSError as err:
+        raise BenchError(f"{path}: cannot read suite: {err.strerror}") from None
+    if not isinstance(data, dict):
+        raise BenchError(f"{path}: a suite must be a mapping at the top level")
+    for key in data:
+        if key not in SUITE_KEYS:
+            raise BenchError(f"{path}: unknown key '{key}'" + did_you_mean(str(key), SUITE_KEYS))
+    include = data.pop("include", None)
+    if include is None:
+        return data
+    parent = read_yaml((path.parent / str(include)), (*seen, path.resolve()))
+    return merge(parent, data)
+
+
+def load_suite(name_or_path: str, overrides: tuple[str, ...] = ()) -> Suite:
+    """Load, merge, override and validate a suite (method configs are checked by the runner)."""
+    path = suite_path(name_or_path)
+    raw = read_yaml(path)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return parse_suite(raw, str(path), default_name=path.stem)
+
+
+def _as_list(raw: Any, where: str) -> list[Any]:
+    if isinstance(raw, list):
+        return raw
+    raise BenchError(f"{where}: expected a list, got {raw!r}")
+
+
+def parse_suite(raw: dict[str, Any], where: str, default_name: str) -> Suite:
+    """Validate a raw (merged, overridden) suite dict."""
+    tasks_raw = raw.get("tasks") or {}
+    if not isinstance(tasks_raw, dict) or not tasks_raw:
+        raise BenchError(f"{where}: 'tasks' must be a non-empty mapping of task name -> spec")
+    tasks = tuple(
+        build(TaskSpec, {"name": key, **(spec or {})}, f"{where}: tasks.{key}")
+        for key, spec in tasks_raw.items()
+    )
+    noise = tuple(
+        build(NoiseSpec, n, f"{where}: noise[{i}]")
+        for i, n in enumerate(_as_list(raw.get("noise", [{"kind": "none"}]), f"{where}: noise"))
+    )
+    methods_raw = raw.get("methods") or {}
+    if not isinstance(methods_raw, dict) or not methods_raw:
+        raise BenchError(f"{where}: 'methods' must be a non-empty mapping of id -> entry")
+    methods = tuple(
+        build(MethodSpec, {"id": key, "method": key, **(entry or {})}, f"{where}: methods.{key}")
+        for key, entry in methods_raw.items()
+    )
+    seeds = tuple(_as_list(raw.get("seeds", [0]), f"{where}: seeds"))
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise BenchError(f"{where}: seeds must be a non-empty list of integers")
+    for task in tasks:
+        if task.truth_field and any(n.kind != "none" for n in noise):
+            raise BenchError(f"{where}: task {task.name} has real noise (truth_field); use noise kind none")
+    suite = Suite(
+        name=str(raw.get("name", default_name)),
+        path=where,
+        model=build(ModelSpec, raw.get("model") if isinstance(raw.get("model"), dict)
+                    else {"name": raw.get("model", "minilm")}, f"{where}: model"),
+        train=build(TrainConfig, raw.get("train"), f"{where}: train"),
+        tasks=tasks, noise=noise, seeds=seeds, methods=methods,
+        description=str(raw.get("description", "")),
+    )
+    for method in methods:
+        suite.train_for(method)  # type-checks the grid entry's overrides now, not mid-run
+    return suite

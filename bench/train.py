@@ -1,0 +1,275 @@
+"""Shared training helpers: peft wrapping, batching, the training loop, batched prediction.
+
+A plain method is ``wrap_lora`` + ``train_loop`` + a :class:`bench.fitted.PeftFitted`; a
+method with its own objective passes a ``loss_fn`` hook instead of subclassing anything.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from torch import nn
+
+from bench.encode import Encoded
+from bench.errors import CellError
+from bench.suite import TrainConfig
+
+LossFn = Callable[[nn.Module, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
+"""``loss_fn(model, inputs, labels) -> scalar loss``; ``inputs`` has ``input_ids`` etc."""
+
+#: The runner collects the stats of every training loop a method runs (some run several).
+STATS_SINK: ContextVar[list[TrainStats] | None] = ContextVar("peftbench_train_stats", default=None)
+
+#: Steps at the start of training left out of throughput (allocator, kernel selection).
+WARMUP_STEPS_UNTIMED = 3
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` becomes ``bf16`` where the hardware computes in bf16, else ``fp32``."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return "fp32"
+    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> Any:
+    """bf16 autocast context for ``precision == "bf16"``, else a no-op."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def make_batches(lengths: NDArray[np.int64], batch_size: int, *, rng: np.random.Generator | None,
+                 group_by_length: bool) -> list[NDArray[np.int64]]:
+    """Index batches: shuffled (with ``rng``), grouped by length within mega-batches.
+
+    Grouping follows transformers' ``group_by_length``: shuffle, cut into mega-batches of 50
+    batches, sort each by length (longest first), split into batches, shuffle the batches.
+    """
+    order = rng.permutation(len(lengths)) if rng is not None else np.arange(len(lengths))
+    if group_by_length:
+        mega = batch_size * 50
+        chunks = [order[i : i + mega] for i in range(0, len(order), mega)]
+        order = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in chunks])
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if group_by_length and rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def collate(data: Encoded, index: NDArray[np.int64], pad_id: int,
+            device: torch.device) -> dict[str, torch.Tensor]:
+    """Pad the items at ``index`` to the longest of them (dynamic padding)."""
+    rows = [data.input_ids[i] for i in index]
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for j, row in enumerate(rows):
+        ids[j, : len(row)] = row
+        mask[j, : len(row)] = 1
+    return {"input_ids": torch.from_numpy(ids).to(device), "attention_mask": torch.from_numpy(mask).to(device)}
+
+
+def cross_entropy_loss(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """Default loss: mean cross-entropy of the model's logits."""
+    return F.cross_entropy(model(**inputs).logits.float(), labels)
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig, head: Sequence[str]) -> list[dict[str, Any]]:
+    """AdamW groups: trainable head parameters at ``head_lr``, the rest at ``lr``."""
+    head_params, body_params = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            is_head = any(f"{h}." in name or name.startswith(h) for h in head)
+            (head_params if is_head else body_params).append(param)
+    groups = [{"params": body_params, "lr": cfg.lr}]
+    if head_params:
+        groups.append({"params": head_params, "lr": cfg.head_lr if cfg.head_lr is not None else cfg.lr})
+    return [g for g in groups if g["params"]]
+
+
+def linear_schedule(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
+    """Linear warm-up to the peak learning rate, then linear decay to 0."""
+    warmup = int(math.ceil(warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
+@dataclass
+class TrainStats:
+    """What the loop measured: timed samples and unpadded tokens exclude warm-up steps."""
+
+    steps: int = 0
+    samples: int = 0
+    tokens: int = 0
+    timed_samples: int = 0
+    timed_tokens: int = 0
+    timed_s: float = 0.0
+    wall_s: float = 0.0
+    epoch_losses: list[float] = field(default_factory=list)
+
+    @property
+    def samples_per_s(self) -> float:
+        """Training samples per second after warm-up."""
+        return self.timed_samples / self.timed_s if self.timed_s > 0 else float("nan")
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Unpadded training tokens per second after warm-up."""
+        return self.timed_tokens / self.timed_s if self.timed_s > 0 else float("nan")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _check_finite(total: torch.Tensor, epoch: int, step: int) -> None:
+    if not math.isfinite(float(total)):
+        raise CellError(f"non-finite training loss (NaN/inf) in epoch {epoch}, by step {step}")
+
+
+EpochHook = Callable[[int, float], None]
+"""``on_epoch_end(epoch, mean_train_loss)``: evaluate, log curves, adjust state."""
+
+
+def train_loop(*, model: nn.Module, data: Encoded, cfg: TrainConfig, seed: int, device: torch.device,
+               precision: str, head: Sequence[str], pad_id: int, loss_fn: LossFn = cross_entropy_loss,
+               on_epoch_end: EpochHook | None = None, progress: Any = None,
+               params: list[dict[str, Any]] | None = None) -> TrainStats:
+    """Train ``model`` on ``data`` with AdamW, warm-up + linear decay and gradient clipping.
+
+    Args:
+        params: optimizer parameter groups; default :func:`param_groups` (head at ``head_lr``).
+        loss_fn: the loss hook; methods with their own objective pass theirs.
+        progress: a tqdm-like factory, or None for no bar.
+
+    Raises:
+        CellError: on a non-finite loss.
+    """
+    model.to(device).train()
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    lengths = data.lengths
+    epochs = [make_batches(lengths, cfg.batch_size, rng=rng, group_by_length=cfg.group_by_length)
+              for _ in range(cfg.epochs)]
+    total = sum(len(e) for e in epochs)
+    groups = params if params is not None else param_groups(model, cfg, head)
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, foreach=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total, cfg.warmup_ratio))
+    trainable = [p for g in groups for p in g["params"]]
+    labels_all = torch.from_numpy(data.labels)
+    stats, start = TrainStats(), time.perf_counter()
+    timer = start
+    bar = progress(total=total, desc="train", unit="step", leave=False) if progress else None
+    for epoch, batches in enumerate(epochs, start=1):
+        running = torch.zeros((), device=device)
+        for index in batches:
+            if stats.steps == WARMUP_STEPS_UNTIMED:
+                _sync(device)
+                timer = time.perf_counter()
+            inputs = collate(data, index, pad_id, device)
+            with autocast(device, precision):
+                loss = loss_fn(model, inputs, labels_all[index].to(device))
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            running += loss.detach().float()
+            stats.steps += 1
+            n_tokens = int(lengths[index].sum())
+            stats.samples, stats.tokens = stats.samples + len(index), stats.tokens + n_tokens
+            if stats.steps > WARMUP_STEPS_UNTIMED:
+                stats.timed_samples += len(index)
+                stats.timed_tokens += n_tokens
+            if stats.steps % 20 == 0:
+                _check_finite(running, epoch, stats.steps)
+            if bar is not None:
+                bar.update(1)
+        _check_finite(running, epoch, stats.steps)
+        if stats.steps > WARMUP_STEPS_UNTIMED:
+            _sync(device)
+            stats.timed_s = time.perf_counter() - timer
+        stats.epoch_losses.append(float(running) / max(1, len(batches)))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, stats.epoch_losses[-1])
+            model.train()
+            if stats.steps > WARMUP_STEPS_UNTIMED:  # evaluation is not training time
+                _sync(device)
+                timer = time.perf_counter() - stats.timed_s
+    if bar is not None:
+        bar.close()
+    stats.wall_s = time.perf_counter() - start
+    sink = STATS_SINK.get()
+    if sink is not None:
+        sink.append(stats)
+    return stats
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, data: Encoded, *, batch_size: int, device: torch.device,
+                   precision: str, pad_id: int) -> NDArray[np.float32]:
+    """Logits ``[n, K]`` in data order (batches sorted by length, then restored)."""
+    model.to(device).eval()
+    order = np.argsort(-data.lengths, kind="stable")
+    out: list[NDArray[np.float32]] = []
+    for i in range(0, len(order), batch_size):
+        inputs = collate(data, order[i : i + batch_size], pad_id, device)
+        with autocast(device, precision):
+            logits = model(**inputs).logits
+        out.append(logits.float().cpu().numpy())
+    logits_sorted = np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    result = np.empty_like(logits_sorted)
+    result[order] = logits_sorted
+    return result
+
+
+def softmax(logits: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
+    """Row-wise softmax in float64."""
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def wrap_lora(model: nn.Module, *, head: Sequence[str], r: int, alpha: float, dropout: float,
+              target_modules: Sequence[str] | None, **extra: Any) -> nn.Module:
+    """Wrap ``model`` with a peft LoRA adapter; the classification head trains in full.
+
+    ``target_modules=None`` takes peft's default for the architecture (``query``/``value``
+    for BERT, ``q_proj``/``v_proj`` for Llama). ``extra`` goes to ``peft.LoraConfig``
+    (``use_dora``, ``init_lora_weights``, ``use_rslora``, ...).
+    """
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha, lora_dropout=dropout,
+                        target_modules=list(target_modules) if target_modules else None,
+                        modules_to_save=list(head), **extra)
+    return get_peft_model(model, config)

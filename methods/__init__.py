@@ -1,0 +1,1 @@
+"""Method adapters, one file each; registered lazily through :mod:`bench.registry`."""
