@@ -40,7 +40,11 @@ def progress_factory(quiet: bool) -> Callable[..., Any] | None:
 
 def quiet_libraries() -> None:
     """Silence transformers' load reports and progress bars (our own bars stay)."""
+    import warnings
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*")
     import transformers
 
     transformers.logging.set_verbosity_error()

@@ -57,7 +57,9 @@ def register_method(name: str, *, config: type[Any], version: str = "1") -> Any:
 
     def wrap(cls: type[Any]) -> type[Any]:
         old = _REGISTERED.get(name)
-        if old is not None and old.adapter.__qualname__ != cls.__qualname__:
+        same = old is not None and (old.adapter.__module__, old.adapter.__qualname__) == (
+            cls.__module__, cls.__qualname__)  # the same class, defined again by a reload
+        if old is not None and not same:
             raise ValueError(f"Method {name!r} is already registered by {old.adapter!r}")
         cls.name, cls.version, cls.config_cls = name, version, config
         _REGISTERED[name] = MethodEntry(name, cls, config, version)

@@ -92,7 +92,10 @@ class Store:
         found = []
         for path in self.paths(suite):
             try:
-                found.append(migrate(json.loads(path.read_text()), str(path)))
-            except (json.JSONDecodeError, OSError, KeyError) as err:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(data, dict):
+                    raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+                found.append(migrate(data, str(path)))
+            except (ValueError, OSError, KeyError) as err:  # ValueError: bad JSON or UTF-8
                 print(f"warning: skipping unreadable record {path}: {err}", file=sys.stderr)
         return found

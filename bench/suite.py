@@ -176,7 +176,23 @@ def load_suite(name_or_path: str, overrides: tuple[str, ...] = ()) -> Suite:
     raw = read_yaml(path)
     for assignment in overrides:
         apply_override(raw, assignment)
+        key = assignment.partition("=")[0]
+        if key.startswith("train."):
+            # --set outranks the grid entries' own train: blocks (precedence in the docstring)
+            methods = raw.get("methods")
+            for entry in methods.values() if isinstance(methods, dict) else ():
+                train = entry.get("train") if isinstance(entry, dict) else None
+                if isinstance(train, dict) and key.split(".")[1] in train:
+                    apply_override(train, assignment[len("train."):])
     return parse_suite(raw, str(path), default_name=path.stem)
+
+
+def _mapping(raw: Any, where: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if isinstance(raw, dict):
+        return raw
+    raise BenchError(f"{where}: expected a mapping, got {raw!r}")
 
 
 def _as_list(raw: Any, where: str) -> list[Any]:
@@ -191,7 +207,8 @@ def parse_suite(raw: dict[str, Any], where: str, default_name: str) -> Suite:
     if not isinstance(tasks_raw, dict) or not tasks_raw:
         raise BenchError(f"{where}: 'tasks' must be a non-empty mapping of task name -> spec")
     tasks = tuple(
-        build(TaskSpec, {"name": key, **(spec or {})}, f"{where}: tasks.{key}")
+        build(TaskSpec, {"name": key, **_mapping(spec, f"{where}: tasks.{key}")},
+              f"{where}: tasks.{key}")
         for key, spec in tasks_raw.items()
     )
     noise = tuple(
@@ -202,7 +219,8 @@ def parse_suite(raw: dict[str, Any], where: str, default_name: str) -> Suite:
     if not isinstance(methods_raw, dict) or not methods_raw:
         raise BenchError(f"{where}: 'methods' must be a non-empty mapping of id -> entry")
     methods = tuple(
-        build(MethodSpec, {"id": key, "method": key, **(entry or {})}, f"{where}: methods.{key}")
+        build(MethodSpec, {"id": key, "method": key, **_mapping(entry, f"{where}: methods.{key}")},
+              f"{where}: methods.{key}")
         for key, entry in methods_raw.items()
     )
     seeds = tuple(_as_list(raw.get("seeds", [0]), f"{where}: seeds"))

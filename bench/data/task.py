@@ -56,7 +56,7 @@ def _labels(values: list[object], n_classes: int, where: str) -> NDArray[np.int6
 
 def _read(folder: Path, split: str, spec: TaskSpec, n_classes: int, given: str, truth: str) -> Split:
     rows = read_split(folder, split)
-    where = f"{folder.name}/{split}"
+    where = str(split_file(folder, split))  # errors read "<file>:<row>", like read_split's
     texts = column(rows, spec.text_field, where)
     if any(not isinstance(t, str) or not t.strip() for t in texts):
         bad = next(i for i, t in enumerate(texts, 1) if not isinstance(t, str) or not t.strip())

@@ -1,0 +1,84 @@
+"""METHOD_CASES: every registered method passes the same contract checks.
+
+A new method joins with one row: (name, config overrides, expects all parameters trainable).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.config import build
+from bench.registry import get_method, method_names
+from bench.train import cross_entropy_loss, collate
+from tests.helpers import N_CLASSES, make_ctx, synthetic
+
+METHOD_CASES = [
+    # (registry name, config, every parameter trainable?)
+    ("lora", {"r": 4, "alpha": 8}, False),
+    ("full-ft", {}, True),
+]
+
+
+def test_every_registered_method_has_a_case() -> None:
+    assert sorted(name for name, _, _ in METHOD_CASES) == method_names()
+
+
+def _fit(name: str, config: dict, **ctx_kwargs):
+    entry = get_method(name)
+    method = entry.adapter(build(entry.config, config, name))
+    ctx = make_ctx(**ctx_kwargs)
+    return method, ctx, method.fit(ctx)
+
+
+def _loss(model: torch.nn.Module, data) -> float:
+    model.eval()
+    with torch.no_grad():
+        inputs = collate(data, np.arange(len(data)), 0, torch.device("cpu"))
+        return float(cross_entropy_loss(model, inputs, torch.from_numpy(data.labels)))
+
+
+@pytest.mark.parametrize(("name", "config", "all_trainable"), METHOD_CASES)
+def test_method_contract(name: str, config: dict, all_trainable: bool, tmp_path: Path) -> None:
+    rows: list[dict] = []
+    method, ctx, fitted = _fit(name, config, log=rows.append)
+    trainable, total = fitted.trainable_parameters(), fitted.total_parameters()
+    assert 0 < trainable <= total
+    assert (trainable == total) if all_trainable else (trainable < total)
+    # output shape and probabilities
+    probs = fitted.predict_proba(ctx.val)
+    assert probs.shape == (len(ctx.val), N_CLASSES)
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    # per-epoch curves were logged
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    # save / load on a fresh base gives identical predictions
+    fitted.save(tmp_path)
+    again = method.load(ctx, tmp_path)
+    assert np.abs(again.predict_proba(ctx.val) - probs).max() < 1e-6
+
+
+@pytest.mark.parametrize(("name", "config", "all_trainable"), METHOD_CASES)
+def test_base_stays_frozen(name: str, config: dict, all_trainable: bool) -> None:
+    if all_trainable:
+        pytest.skip("full fine-tuning trains the base by definition")
+    _, ctx, fitted = _fit(name, config, epochs=1)
+    fresh = dict(ctx.new_model().named_parameters())
+    base_state = {n: p for n, p in fitted.model.named_parameters() if not p.requires_grad}
+    assert base_state, "a PEFT method must leave frozen parameters"
+    for name_, param in base_state.items():
+        key = name_.replace("base_model.model.", "").replace(".base_layer", "")
+        if key in fresh:
+            assert torch.equal(param, fresh[key]), name_
+
+
+@pytest.mark.parametrize(("name", "config", "all_trainable"), METHOD_CASES)
+def test_training_lowers_the_loss(name: str, config: dict, all_trainable: bool) -> None:
+    ctx = make_ctx(n_train=32, epochs=4, lr=1e-2)
+    data = synthetic(32, seed=1)
+    before = _loss(ctx.new_model(), data)
+    entry = get_method(name)
+    fitted = entry.adapter(build(entry.config, config, name)).fit(ctx)
+    assert _loss(fitted.model, data) < before
