@@ -1,0 +1,41 @@
+"""peftbench: a benchmark and evaluation harness for parameter-efficient fine-tuning.
+
+The public API is imported lazily, so ``import bench`` (and ``bench ls``) stays free of torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "BenchError",
+    "FitContext",
+    "Fitted",
+    "Method",
+    "Store",
+    "build_report",
+    "load_suite",
+    "register_method",
+    "run_suite",
+    "validate_suites",
+]
+
+_WHERE = {
+    "BenchError": "bench.errors",
+    "FitContext": "bench.method",
+    "Fitted": "bench.method",
+    "Method": "bench.method",
+    "Store": "bench.store",
+    "build_report": "bench.api",
+    "load_suite": "bench.suite",
+    "register_method": "bench.registry",
+    "run_suite": "bench.api",
+    "validate_suites": "bench.api",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'bench' has no attribute {name!r}")

@@ -47,8 +47,8 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*")
     import transformers
 
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
+    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def run_suite(suite: Suite | str, *, overrides: tuple[str, ...] = (), data_dir: str | Path | None = None,

@@ -13,9 +13,15 @@ from bench.errors import BenchError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from bench.data.loaders import resolve_data_dir
+    from bench.suite import load_suite
+
+    # a typo in the suite, a --set or the data dir fails in a moment, before torch is imported
+    suite = load_suite(args.suite, tuple(args.set))
+    resolve_data_dir(args.data_dir)
     from bench import api
 
-    summary = api.run_suite(args.suite, overrides=tuple(args.set), data_dir=args.data_dir,
+    summary = api.run_suite(suite, data_dir=args.data_dir,
                             results=args.results_dir, force=args.force, quiet=args.quiet)
     print(f"{len(summary.ran)} ran, {len(summary.skipped)} skipped (already stored), "
           f"{len(summary.failed)} failed; results in {api.results_dir(args.results_dir)}")

@@ -48,7 +48,9 @@ def _encoded(spec: TaskSpec, data_dir: Path, model: str) -> tuple[Encoded, Encod
 def _features(spec: TaskSpec, data_dir: Path, model: str) -> NDArray[np.float64]:
     """L2-normalised mean-pooled embeddings of the frozen pretrained encoder (for I-noise)."""
     train = _encoded(spec, data_dir, model)[0]
-    encoder = base_model(model, len(_task(spec, data_dir).label_names)).new(0).base_model.eval()
+    full = base_model(model, len(_task(spec, data_dir).label_names)).new(0)
+    encoder: torch.nn.Module = full.base_model
+    encoder.eval()
     pad = load_tokenizer(model).pad_token_id
     out = []
     with torch.no_grad():

@@ -42,10 +42,10 @@ class ModelFitted:
         return count_parameters(self.model)[1]
 
     def save(self, directory: Path) -> None:
-        """peft models: ``save_pretrained`` (adapter + head); others: trainable tensors."""
+        """Peft models: ``save_pretrained`` (adapter + head); others: trainable tensors."""
         directory.mkdir(parents=True, exist_ok=True)
         if hasattr(self.model, "peft_config"):
-            self.model.save_pretrained(str(directory))
+            self.model.save_pretrained(str(directory))  # type: ignore[operator]
             return
         from safetensors.torch import save_file
 

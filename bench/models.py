@@ -107,7 +107,7 @@ class BaseModel:
         from transformers import AutoModelForSequenceClassification
 
         torch.manual_seed(seed)
-        model = AutoModelForSequenceClassification.from_config(self.config)
+        model: nn.Module = AutoModelForSequenceClassification.from_config(self.config)  # type: ignore[no-untyped-call]
         missing, unexpected = model.load_state_dict(self.pretrained, strict=False)
         if unexpected:
             raise BenchError(f"{self.name}: unexpected weights {unexpected[:3]}")

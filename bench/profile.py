@@ -33,7 +33,7 @@ class _RssSampler(threading.Thread):
     def stop(self) -> int:
         self._stop_event.set()
         self.join()
-        return max(self.peak, self._process.memory_info().rss)
+        return int(max(self.peak, self._process.memory_info().rss))
 
 
 def _nvml_handle(device: torch.device) -> Any:

@@ -115,7 +115,7 @@ def run_suite(suite: Suite, store: Store, *, data_dir: Path, force: bool = False
     summary = RunSummary()
     bar = progress(total=len(cells), desc=suite.name, unit="cell") if progress else None
     try:
-        for i, (cell, spec) in enumerate(zip(cells, specs), start=1):
+        for i, (cell, spec) in enumerate(zip(cells, specs, strict=True), start=1):
             rid = run_id(spec)
             if not force and store.succeeded(suite.name, cell.method.id, rid):
                 summary.skipped.append(rid)

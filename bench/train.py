@@ -92,7 +92,8 @@ def cross_entropy_loss(model: nn.Module, inputs: dict[str, torch.Tensor], labels
 
 def param_groups(model: nn.Module, cfg: TrainConfig, head: Sequence[str]) -> list[dict[str, Any]]:
     """AdamW groups: trainable head parameters at ``head_lr``, the rest at ``lr``."""
-    head_params, body_params = [], []
+    head_params: list[nn.Parameter] = []
+    body_params: list[nn.Parameter] = []
     for name, param in model.named_parameters():
         if param.requires_grad:
             is_head = any(f"{h}." in name or name.startswith(h) for h in head)
@@ -160,9 +161,18 @@ def train_loop(*, model: nn.Module, data: Encoded, cfg: TrainConfig, seed: int, 
     """Train ``model`` on ``data`` with AdamW, warm-up + linear decay and gradient clipping.
 
     Args:
-        params: optimizer parameter groups; default :func:`param_groups` (head at ``head_lr``).
+        model: the model to train in place (moved to ``device``).
+        data: training items with the labels to fit.
+        cfg: hyperparameters (epochs, batch size, learning rates, schedule, clipping).
+        seed: seeds batch order and torch RNG (dropout).
+        device: where to train.
+        precision: ``bf16`` (autocast) or ``fp32``.
+        head: names of the classification-head modules (trained at ``head_lr``).
+        pad_id: the tokenizer's pad token id.
         loss_fn: the loss hook; methods with their own objective pass theirs.
+        on_epoch_end: called after each epoch with (epoch, mean training loss).
         progress: a tqdm-like factory, or None for no bar.
+        params: optimizer parameter groups; default :func:`param_groups` (head at ``head_lr``).
 
     Raises:
         CellError: on a non-finite loss.
@@ -191,7 +201,7 @@ def train_loop(*, model: nn.Module, data: Encoded, cfg: TrainConfig, seed: int, 
             inputs = collate(data, index, pad_id, device)
             with autocast(device, precision):
                 loss = loss_fn(model, inputs, labels_all[index].to(device))
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
             optimizer.step()
@@ -269,7 +279,10 @@ def wrap_lora(model: nn.Module, *, head: Sequence[str], r: int, alpha: float, dr
     """
     from peft import LoraConfig, TaskType, get_peft_model
 
-    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha, lora_dropout=dropout,
-                        target_modules=list(target_modules) if target_modules else None,
-                        modules_to_save=list(head), **extra)
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS, r=r,
+        lora_alpha=int(alpha) if float(alpha).is_integer() else alpha,  # type: ignore[arg-type]
+        lora_dropout=dropout, target_modules=list(target_modules) if target_modules else None,
+        modules_to_save=list(head), **extra,
+    )
     return get_peft_model(model, config)

@@ -1,0 +1,1 @@
+"""Datasets: loaders for the shared layout, task splits, label-noise injection."""

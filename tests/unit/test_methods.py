@@ -13,7 +13,7 @@ import torch
 
 from bench.config import build
 from bench.registry import get_method, method_names
-from bench.train import cross_entropy_loss, collate
+from bench.train import collate, cross_entropy_loss
 from tests.helpers import N_CLASSES, make_ctx, synthetic
 
 METHOD_CASES = [

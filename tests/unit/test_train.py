@@ -56,7 +56,7 @@ def _reference(model: torch.nn.Module, data, cfg: TrainConfig, seed: int) -> lis
         total_loss = 0.0
         for index in batches:
             scale = (step + 1) / warmup if step < warmup else (total - step) / (total - warmup)
-            for group, peak in zip(opt.param_groups, peaks):
+            for group, peak in zip(opt.param_groups, peaks, strict=True):
                 group["lr"] = peak * scale
             rows = [data.input_ids[i] for i in index]
             width = max(len(r) for r in rows)
@@ -64,7 +64,8 @@ def _reference(model: torch.nn.Module, data, cfg: TrainConfig, seed: int) -> lis
             mask = torch.zeros(len(rows), width, dtype=torch.long)
             for j, r in enumerate(rows):
                 ids[j, : len(r)], mask[j, : len(r)] = torch.from_numpy(r), 1
-            loss = F.cross_entropy(model(input_ids=ids, attention_mask=mask).logits, torch.from_numpy(data.labels[index]))
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            loss = F.cross_entropy(logits, torch.from_numpy(data.labels[index]))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(body + head, cfg.max_grad_norm)
             opt.step()
@@ -85,7 +86,7 @@ def test_train_loop_matches_reference_loop() -> None:
                        head=["classifier"], pad_id=0)
     ref_losses = _reference(ref, data, cfg, seed=3)
     assert stats.epoch_losses == pytest.approx(ref_losses, rel=1e-5)
-    for (name, a), (_, b) in zip(ours.named_parameters(), ref.named_parameters()):
+    for (name, a), (_, b) in zip(ours.named_parameters(), ref.named_parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
     assert stats.samples == 80 and stats.steps == 10
     assert stats.tokens == 2 * int(data.lengths.sum())
