@@ -25,11 +25,11 @@ def _git(*args: str) -> str | None:
 
 
 def git_state() -> tuple[str | None, bool | None]:
-    """(commit, dirty): dirty means tracked code differs from the commit (outputs excluded)."""
+    """(commit, dirty): dirty means files differ from the commit or are untracked (outputs excluded)."""
     commit = _git("rev-parse", "HEAD")
     if commit is None:
         return None, None
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
+    status = _git("status", "--porcelain", "--untracked-files=normal", "--", ".",
                   *(f":(exclude){p}" for p in OUTPUT_PATHS))
     return commit, bool(status)
 

@@ -7,7 +7,7 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ def _features(spec: TaskSpec, data_dir: Path, model: str) -> NDArray[np.float64]
     """L2-normalised mean-pooled embeddings of the frozen pretrained encoder (for I-noise)."""
     train = _encoded(spec, data_dir, model)[0]
     full = base_model(model, len(_task(spec, data_dir).label_names)).new(0)
-    encoder: torch.nn.Module = full.base_model
+    encoder = cast(torch.nn.Module, full.base_model)
     encoder.eval()
     pad = load_tokenizer(model).pad_token_id
     out = []

@@ -51,6 +51,20 @@ def _train_figures(stats: list[TrainStats]) -> dict[str, float]:
     }
 
 
+PEAK_KEYS = ("peak_rss_gib", "peak_gpu_allocated_gib", "peak_gpu_reserved_gib", "peak_gpu_active_gib",
+             "gpu_device_used_gib")
+
+
+def _overall_peaks(efficiency: dict[str, Any]) -> dict[str, float]:
+    """The largest per-phase figure of each peak-memory kind, e.g. ``peak_rss_gib``."""
+    out = {}
+    for key in PEAK_KEYS:
+        values = [v for k, v in efficiency.items() if k.endswith(f"_{key}") and v is not None]
+        if values:
+            out[key] = max(values)
+    return out
+
+
 def run_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progress: Any) -> dict[str, Any]:
     """Execute one cell and return its record (success, or failed with the reason)."""
     curves: dict[str, list[Any]] = {}
@@ -82,6 +96,7 @@ def run_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progres
                           trainable_params=fitted.trainable_parameters(),
                           total_params=fitted.total_parameters())
         metrics["reload_max_abs_diff"] = reload["reload_max_abs_diff"]
+        efficiency.update(_overall_peaks(efficiency))
         diagnostics = {k: v for k, v in fitted.diagnostics.items() if k not in ("clean_score", "selected_clean")}
         record = make_record(**common, metrics=metrics, efficiency=efficiency, status="success",
                              curves=curves, noise=noise, diagnostics=diagnostics, finished_at=_now())

@@ -63,9 +63,13 @@ def find_dataset(name: str, data_dir: Path) -> Path:
     folder = data_dir / name
     if folder.is_dir():
         return folder
+    from bench.data import hub
+
+    if hub.hub_allowed():
+        return hub.from_hub(name)
     raise BenchError(
         f"dataset '{name}' not found in {data_dir}" + did_you_mean(name, dataset_names(data_dir))
-        + "; no hub fallback is attempted offline"
+        + f"; set {hub.HUB_ENV}=1 to fall back to the HF hub where this machine reaches it"
     )
 
 
