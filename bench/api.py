@@ -74,6 +74,21 @@ def latest_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(best.values())
 
 
+def expand_variants(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add one leaderboard row per prediction variant (``metrics["variants"]``) of a record.
+
+    The copy keeps the run's efficiency figures and is shown as ``<method id> (<variant>)``.
+    """
+    out = []
+    for record in records:
+        out.append(record)
+        for name, metrics in (record.get("metrics") or {}).get("variants", {}).items():
+            spec = {**record["spec"], "method": {**record["spec"]["method"]}}
+            spec["method"]["id"] = f"{spec['method']['id']} ({name})"
+            out.append({**record, "spec": spec, "metrics": metrics})
+    return out
+
+
 def build_report(suite: str, *, results: str | Path | None = None,
                  reports: str | Path | None = None) -> list[Path]:
     """Write ``reports/<suite>/`` from the store only (no model, no data)."""
@@ -82,7 +97,7 @@ def build_report(suite: str, *, results: str | Path | None = None,
     records = latest_records(Store(results_dir(results)).records(suite))
     if not records:
         raise BenchError(f"no records for suite '{suite}' in {results_dir(results)}; run it first")
-    return write_report(records, reports_dir(reports) / suite, suite=suite)
+    return write_report(expand_variants(records), reports_dir(reports) / suite, suite=suite)
 
 
 def validate_suites(names: list[str], *, overrides: tuple[str, ...] = (),

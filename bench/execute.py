@@ -148,6 +148,16 @@ def reload_check(s: Setup, fitted: Fitted) -> dict[str, float]:
     return {"adapter_bytes": float(size), "reload_max_abs_diff": diff}
 
 
+def predict_variants(s: Setup, fitted: Fitted) -> dict[str, NDArray[np.float64]]:
+    """Other prediction modes a method offers (``Fitted.predict_variants``, optional).
+
+    E.g. a test-time ensemble scored at several sizes; each variant gets the full set of
+    classification metrics under ``metrics["variants"][name]``.
+    """
+    extra = getattr(fitted, "predict_variants", None)
+    return dict(extra(s.test)) if callable(extra) else {}
+
+
 def predict(s: Setup, fitted: Fitted) -> tuple[NDArray[np.float64], dict[str, float | None]]:
     """Test-set probabilities and eval throughput."""
     with Phase("eval", s.ctx.device) as phase:

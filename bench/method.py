@@ -77,6 +77,9 @@ class Fitted(Protocol):
         """Write what :meth:`Method.load` needs to rebuild this model on a fresh base."""
         ...
 
+    # Optional: ``predict_variants(data) -> dict[str, NDArray]`` returns other prediction
+    # modes (e.g. ``{"ensemble_n1": ..., "ensemble_n16": ...}``); the harness scores each.
+
 
 class Method(Protocol):
     """A method adapter: a registered class with a frozen config."""

@@ -89,6 +89,9 @@ def run_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progres
         probs, eval_figures = execute.predict(s, fitted)
         efficiency.update(eval_figures)
         metrics = classification_metrics(probs, s.test.labels)
+        variants = execute.predict_variants(s, fitted)
+        if variants:
+            metrics["variants"] = {name: classification_metrics(p, s.test.labels) for name, p in variants.items()}
         metrics.update(detection_metrics(fitted.diagnostics, s.truly_clean))
         with Phase("reload", device) as phase:
             reload = execute.reload_check(s, fitted)

@@ -1,22 +1,20 @@
-"""Training throughput of the harness loop against transformers' ``Trainer``, same LoRA.
+"""Training samples/s of the harness loop vs transformers' ``Trainer``, same LoRA and data.
 
-Trains the same peft LoRA (r=8, alpha=16, dropout 0.1, peft's default targets, full
-``classifier`` head) on the same TREC rows with the same hyperparameters (AdamW, lr 5e-3,
-warm-up ratio and gradient clipping from :class:`bench.suite.TrainConfig`, batch 32, 1 epoch,
-length-grouped batches) twice in one process: ``bench.train.train_loop``, then ``Trainer``
-(``DataCollatorWithPadding``, ``train_sampling_strategy="group_by_length"``, bf16 where the
-harness resolves precision to bf16, no logging, eval or checkpoints). Both sides leave out
-the first ``WARMUP_STEPS_UNTIMED`` (3) steps: the harness in ``TrainStats.samples_per_s``,
-Trainer through a callback timing from the end of step 3 to the end of the last step (so
-that, like the harness, it includes batch loading and collation). Trainer's own
-``train_samples_per_second`` (warm-up included) is printed for reference. ``--repeats``
-interleaves harness, Trainer, harness, Trainer, ...; the ratio is of the medians.
+Same peft LoRA (r=8, alpha=16, dropout 0.1, ``classifier`` in full), TREC rows and settings (AdamW,
+lr 5e-3, TrainConfig warm-up/clipping, batch 32, 1 epoch, length grouping, dynamic padding unless
+``--fixed-length``): ``bench.train.train_loop`` vs ``Trainer`` (bf16 if the harness resolves to it,
+``DataCollatorWithPadding``, ``group_by_length``, no logging/eval/saving). Both skip 3 warm-up
+steps; Trainer's figure is a callback's end-of-step-3 to end-of-last-step span (batch loading
+counts on both sides); its own ``train_samples_per_second`` (warm-up included) is shown too.
+One untimed harness run, then ``--repeats`` harness/Trainer pairs; ratio of medians.
 
-Command (CPU, 2 cores, MiniLM, dynamic padding, precision auto = bf16 here)::
+Measured (2-core shared CPU with avx512_bf16, torch 2.13 CPU, transformers 5.23, peft 0.21)::
 
     python -m benchmarks.trainer_ratio --rows 1024 --repeats 2
-
-Measured (2 shared cores, avx512_bf16): see ``MEASURED`` below.
+    # bf16, dynamic: harness 179.6, Trainer 156.6 (own metric 150.9) samples/s: 1.15x (an earlier
+    # run: 211.2 vs 200.0, 1.06x); token slots incl. padding 14336 vs 16064 (real tokens 13709)
+    python -m benchmarks.trainer_ratio --fixed-length --precision fp32 --rows 512
+    # fp32, fixed 64: harness 27.8, Trainer 26.7 (own metric 26.7) samples/s: 1.04x
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -34,7 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
+from bench.api import quiet_libraries
 from bench.data.loaders import resolve_data_dir
 from bench.encode import Encoded, encode
 from bench.models import base_model, load_tokenizer
@@ -43,28 +44,29 @@ from bench.train import WARMUP_STEPS_UNTIMED, cross_entropy_loss, resolve_precis
 
 MODEL = "minilm"
 HEAD = ["classifier"]
-LORA = {"r": 8, "alpha": 16.0, "dropout": 0.1, "target_modules": None}
-MEASURED = "filled in after the real run"
+LORA: dict[str, Any] = {"r": 8, "alpha": 16.0, "dropout": 0.1, "target_modules": None}
 
 
 @dataclass
 class Run:
-    """One training run: throughput and per-step losses."""
+    """One training run; ``padded_tokens`` sums batch size x width over the steps.
+
+    Trainer only: ``own_samples_per_s`` (its ``train_samples_per_second``, warm-up included) and
+    ``step_only_samples_per_s`` (over the summed on_step_begin..on_step_end spans: no batch loading).
+    """
 
     side: str
     samples_per_s: float
     mean_loss: float
     step_losses: list[float] = field(default_factory=list)
+    padded_tokens: int = 0
     own_samples_per_s: float = float("nan")
-    """Trainer's ``train_samples_per_second`` (warm-up included); NaN for the harness."""
     step_only_samples_per_s: float = float("nan")
-    """Trainer: samples over the summed on_step_begin..on_step_end intervals (no data loading)."""
 
     def sane(self) -> bool:
-        """Finite losses and the last 3 steps below the first 3."""
-        head, tail = self.step_losses[:3], self.step_losses[-3:]
-        finite = all(math.isfinite(x) for x in self.step_losses) and math.isfinite(self.mean_loss)
-        return finite and self.samples_per_s > 0 and float(np.mean(tail)) < float(np.mean(head))
+        """Positive throughput, finite losses, the last 3 steps' loss below the first 3 steps'."""
+        finite = all(math.isfinite(x) for x in [*self.step_losses, self.mean_loss])
+        return finite and self.samples_per_s > 0 and np.mean(self.step_losses[-3:]) < np.mean(self.step_losses[:3])
 
 
 def load_trec(rows: int, max_length: int, data_dir: str | None = None) -> tuple[Encoded, int]:
@@ -74,104 +76,104 @@ def load_trec(rows: int, max_length: int, data_dir: str | None = None) -> tuple[
     n_classes = max(int(r["label"]) for r in records) + 1
     head = records[:rows]
     labels = np.array([int(r["label"]) for r in head], dtype=np.int64)
-    texts = [str(r["text"]) for r in head]
-    return encode(texts, labels, np.arange(len(head)), load_tokenizer(MODEL), max_length), n_classes
+    encoded = encode([str(r["text"]) for r in head], labels, np.arange(len(head)), load_tokenizer(MODEL), max_length)
+    return encoded, n_classes
 
 
-def _lora_model(n_classes: int, seed: int) -> torch.nn.Module:
-    return wrap_lora(base_model(MODEL, n_classes).new(seed), head=HEAD, **LORA)  # type: ignore[arg-type]
+def lora_model(n_classes: int, seed: int) -> torch.nn.Module:
+    """A fresh MiniLM with the LoRA adapter, built as the harness builds it."""
+    model = wrap_lora(base_model(MODEL, n_classes).new(seed), head=HEAD, **LORA)
+    dropout = getattr(model, "peft_config")["default"].lora_dropout  # noqa: B009
+    assert dropout == LORA["dropout"], f"wrap_lora set lora_dropout={dropout}, not {LORA['dropout']}"
+    return model
 
 
 def run_harness(data: Encoded, n_classes: int, cfg: TrainConfig, *, seed: int,
                 fixed_length: int | None) -> Run:
     """Train with ``bench.train.train_loop``; ``fixed_length`` pads every batch to that width."""
-    losses: list[torch.Tensor] = []
+    losses, slots = list[torch.Tensor](), list[int]()
     pad_id = load_tokenizer(MODEL).pad_token_id
 
     def loss_fn(model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        if fixed_length is not None:
-            extra = fixed_length - inputs["input_ids"].shape[1]
-            inputs = {"input_ids": F.pad(inputs["input_ids"], (0, extra), value=pad_id),
-                      "attention_mask": F.pad(inputs["attention_mask"], (0, extra), value=0)}
+        if fixed_length is not None:  # pad ids with pad_id, the attention mask with 0
+            inputs = {k: F.pad(v, (0, fixed_length - v.shape[1]), value=pad_id if k == "input_ids" else 0)
+                      for k, v in inputs.items()}
+        slots.append(inputs["input_ids"].numel())
         loss = cross_entropy_loss(model, inputs, labels)
         losses.append(loss.detach())
         return loss
 
-    stats = train_loop(model=_lora_model(n_classes, seed), data=data, cfg=cfg, seed=seed,
+    stats = train_loop(model=lora_model(n_classes, seed), data=data, cfg=cfg, seed=seed,
                        device=torch.device("cpu"), precision=cfg.precision, head=HEAD, pad_id=pad_id,
                        loss_fn=loss_fn)
-    return Run("harness", stats.samples_per_s, stats.epoch_losses[-1], [float(x) for x in losses])
+    return Run("harness", stats.samples_per_s, stats.epoch_losses[-1], [float(x) for x in losses], sum(slots))
 
 
-def _trainer_classes() -> tuple[type, type]:
-    from transformers import Trainer, TrainerCallback
+class StepTimer(TrainerCallback):
+    """Timestamps of every optimizer step's begin and end."""
 
-    class StepTimer(TrainerCallback):  # type: ignore[misc]
-        """Timestamps of every step's begin and end."""
+    def __init__(self) -> None:
+        self.begins, self.ends = list[float](), list[float]()
 
-        def __init__(self) -> None:
-            self.begins: list[float] = []
-            self.ends: list[float] = []
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:  # noqa: D102
+        self.begins.append(time.perf_counter())
 
-        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.begins.append(time.perf_counter())
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.ends.append(time.perf_counter())
-
-    class RecordingTrainer(Trainer):  # type: ignore[misc]
-        """Trainer that keeps each step's loss and batch size (a list append per step)."""
-
-        def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
-            self.batch_sizes.append(int(inputs["input_ids"].shape[0]))
-            loss: torch.Tensor = super().training_step(model, inputs, num_items_in_batch)
-            self.step_losses.append(loss.detach())
-            return loss
-
-    return StepTimer, RecordingTrainer
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:  # noqa: D102
+        self.ends.append(time.perf_counter())
 
 
-def _training_args(cfg: TrainConfig, seed: int, out: str) -> Any:
-    from transformers import TrainingArguments
+class RecordingTrainer(Trainer):
+    """Trainer keeping each step's loss and batch shape (two list appends per step)."""
 
-    return TrainingArguments(
-        output_dir=out, per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr,
-        num_train_epochs=cfg.epochs, warmup_steps=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm,
-        weight_decay=cfg.weight_decay, lr_scheduler_type="linear", bf16=cfg.precision == "bf16",
-        use_cpu=True, train_sampling_strategy="group_by_length", dataloader_num_workers=0,
-        dataloader_pin_memory=False, report_to=[], eval_strategy="no", save_strategy="no",
-        logging_strategy="no", disable_tqdm=True, seed=seed, label_names=["labels"],
-    )
+    seen: list[tuple[int, ...]]
+    step_losses: list[torch.Tensor]
+
+    def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:  # noqa: D102
+        self.seen.append(tuple(inputs["input_ids"].shape))
+        loss: torch.Tensor = super().training_step(model, inputs, num_items_in_batch)
+        self.step_losses.append(loss.detach())
+        return loss
 
 
 def run_trainer(data: Encoded, n_classes: int, cfg: TrainConfig, *, seed: int,
                 fixed_length: int | None) -> Run:
-    """Train with transformers' ``Trainer``; time steps after warm-up with a callback."""
-    from transformers import DataCollatorWithPadding
-
-    step_timer, trainer_cls = _trainer_classes()
+    """Train with transformers' ``Trainer``; time the steps after warm-up with a callback."""
     tokenizer = load_tokenizer(MODEL)
-    pad = {"padding": "max_length", "max_length": fixed_length} if fixed_length else {}
-    dataset = [{"input_ids": ids.tolist(), "labels": int(y)} for ids, y in zip(data.input_ids, data.labels)]
-    timer = step_timer()
+    collator = DataCollatorWithPadding(tokenizer, padding="max_length" if fixed_length else True,
+                                       max_length=fixed_length)
+    rows = [{"input_ids": x.tolist(), "labels": int(y)} for x, y in zip(data.input_ids, data.labels, strict=True)]
+    timer = StepTimer()
     with tempfile.TemporaryDirectory(prefix="peftbench-trainer-") as out:
-        trainer = trainer_cls(model=_lora_model(n_classes, seed), args=_training_args(cfg, seed, out),
-                              train_dataset=dataset, data_collator=DataCollatorWithPadding(tokenizer, **pad),
-                              processing_class=tokenizer, callbacks=[timer])
-        trainer.batch_sizes, trainer.step_losses = [], []
+        args = TrainingArguments(
+            output_dir=out, per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr,
+            num_train_epochs=cfg.epochs, warmup_steps=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm,
+            weight_decay=cfg.weight_decay, lr_scheduler_type="linear", bf16=cfg.precision == "bf16",
+            use_cpu=True, train_sampling_strategy="group_by_length", dataloader_num_workers=0,
+            dataloader_pin_memory=False, report_to=[], eval_strategy="no", save_strategy="no",
+            logging_strategy="no", disable_tqdm=True, seed=seed, label_names=["labels"])
+        trainer = RecordingTrainer(model=lora_model(n_classes, seed), args=args, train_dataset=rows,
+                                   data_collator=collator, processing_class=tokenizer, callbacks=[timer])
+        trainer.remove_callback(PrinterCallback)  # it prints the final metrics dict
+        trainer.seen, trainer.step_losses = [], []
         metrics = trainer.train().metrics
     w = WARMUP_STEPS_UNTIMED
-    timed = sum(trainer.batch_sizes[w:])
+    timed = sum(n for n, _ in trainer.seen[w:])
     span = timer.ends[-1] - timer.ends[w - 1] if len(timer.ends) > w else float("nan")
-    step_only = sum(e - b for b, e in zip(timer.begins[w:], timer.ends[w:]))
-    return Run("trainer", timed / span, float(metrics["train_loss"]),
-               [float(x) for x in trainer.step_losses], float(metrics["train_samples_per_second"]),
+    step_only = sum(e - b for b, e in zip(timer.begins[w:], timer.ends[w:], strict=True))
+    return Run("trainer", timed / span, float(metrics["train_loss"]), [float(x) for x in trainer.step_losses],
+               sum(n * width for n, width in trainer.seen), float(metrics["train_samples_per_second"]),
                timed / step_only if step_only > 0 else float("nan"))
 
 
 def compare(data: Encoded, n_classes: int, cfg: TrainConfig, *, seed: int = 0,
-            fixed_length: int | None = None, repeats: int = 1) -> dict[str, Any]:
-    """Interleave harness and Trainer runs; medians, the ratio and every run."""
+            fixed_length: int | None = None, repeats: int = 1, warmup: bool = True) -> dict[str, Any]:
+    """Interleave ``repeats`` harness/Trainer pairs; return the medians, the ratio and every run.
+
+    ``fixed_length``: pad every batch to that width on both sides (None: dynamic padding).
+    ``warmup``: train once untimed first; per-shape kernel set-up is not charged to the first side.
+    """
+    if warmup:
+        run_harness(data, n_classes, cfg, seed=seed, fixed_length=fixed_length)
     runs: list[Run] = []
     for _ in range(repeats):
         runs.append(run_harness(data, n_classes, cfg, seed=seed, fixed_length=fixed_length))
@@ -180,64 +182,63 @@ def compare(data: Encoded, n_classes: int, cfg: TrainConfig, *, seed: int = 0,
     def med(side: str, key: str) -> float:
         return float(statistics.median(getattr(r, key) for r in runs if r.side == side))
 
-    harness, trainer = med("harness", "samples_per_s"), med("trainer", "samples_per_s")
-    return {"harness_samples_per_s": harness, "trainer_samples_per_s": trainer,
-            "trainer_own_samples_per_s": med("trainer", "own_samples_per_s"),
-            "trainer_step_only_samples_per_s": med("trainer", "step_only_samples_per_s"),
-            "ratio": harness / trainer, "harness_mean_loss": med("harness", "mean_loss"),
-            "trainer_mean_loss": med("trainer", "mean_loss"), "sane": all(r.sane() for r in runs),
+    out: dict[str, Any] = {f"{side}_{key}": med(side, key) for side, key in [
+        ("harness", "samples_per_s"), ("trainer", "samples_per_s"), ("trainer", "own_samples_per_s"),
+        ("trainer", "step_only_samples_per_s"), ("harness", "mean_loss"), ("trainer", "mean_loss")]}
+    return {**out, "ratio": out["harness_samples_per_s"] / out["trainer_samples_per_s"],
+            "sane": all(r.sane() for r in runs), "real_tokens": int(data.lengths.sum()),
             "runs": [asdict(r) for r in runs]}
 
 
 def table(result: dict[str, Any]) -> str:
-    """A small Markdown table: one row per run, then the medians and the ratio."""
-    lines = ["| run | side | samples/s (warm-up excl.) | Trainer own metric | Trainer step-only "
-             "| mean loss | first 3 -> last 3 steps |", "|---|---|---|---|---|---|---|"]
+    """A Markdown table, one row per run, then the medians and the ratio."""
+    lines = ["| pair | side | samples/s (warm-up excl.) | Trainer own metric | Trainer step-only "
+             "| padded tokens | mean loss | loss first 3 -> last 3 steps |", "|---|---|---|---|---|---|---|---|"]
     for i, run in enumerate(result["runs"]):
         first, last = np.mean(run["step_losses"][:3]), np.mean(run["step_losses"][-3:])
-        own = "" if run["side"] == "harness" else f"{run['own_samples_per_s']:.1f}"
-        step = "" if run["side"] == "harness" else f"{run['step_only_samples_per_s']:.1f}"
+        own, step = ("", "") if run["side"] == "harness" else (
+            f"{run['own_samples_per_s']:.1f}", f"{run['step_only_samples_per_s']:.1f}")
         lines.append(f"| {i // 2 + 1} | {run['side']} | {run['samples_per_s']:.1f} | {own} | {step} "
-                     f"| {run['mean_loss']:.3f} | {first:.3f} -> {last:.3f} |")
+                     f"| {run['padded_tokens']} | {run['mean_loss']:.3f} | {first:.3f} -> {last:.3f} |")
     lines.append(f"\nmedian: harness {result['harness_samples_per_s']:.1f} samples/s, Trainer "
                  f"{result['trainer_samples_per_s']:.1f} (callback), {result['trainer_own_samples_per_s']:.1f} "
-                 f"(own metric); ratio harness/Trainer = {result['ratio']:.2f}x")
+                 f"(own metric); ratio harness/Trainer = {result['ratio']:.2f}x; real tokens "
+                 f"{result['real_tokens']}; losses drop on both sides: {result['sane']}")
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line flags."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.trainer_ratio", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description="Harness loop vs transformers Trainer: training samples/s.")
     p.add_argument("--rows", type=int, default=1024, help="first N rows of TREC train")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--lr", type=float, default=5e-3)
-    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-length", type=int, default=64, help="truncation length")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     p.add_argument("--fixed-length", action="store_true", help="pad every batch to --max-length")
-    p.add_argument("--repeats", type=int, default=1, help="interleaved harness/Trainer pairs")
+    p.add_argument("--repeats", type=int, default=1, help="harness/Trainer pairs, interleaved")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up run")
     p.add_argument("--data-dir", default=None, help="dataset root (default: the harness's lookup)")
-    p.add_argument("--json", type=Path, default=None, help="write the result here")
+    p.add_argument("--json", type=Path, default=None, help="also write the result here")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison, print the table, optionally write JSON."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
+    quiet_libraries()
     args = parse_args(argv)
     precision = resolve_precision(args.precision, torch.device("cpu"))
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, precision=precision)
+    cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=5e-3, precision=precision)
     data, n_classes = load_trec(args.rows, args.max_length, args.data_dir)
     fixed = args.max_length if args.fixed_length else None
-    result = compare(data, n_classes, cfg, seed=args.seed, fixed_length=fixed, repeats=args.repeats)
+    load = os.getloadavg()[0]  # before the run; the run itself adds about its thread count
+    result = compare(data, n_classes, cfg, seed=args.seed, fixed_length=fixed, repeats=args.repeats,
+                     warmup=not args.no_warmup)
     result["settings"] = {**vars(args), "json": str(args.json), "precision_resolved": precision,
-                          "torch_threads": torch.get_num_threads()}
+                          "torch_threads": torch.get_num_threads(), "loadavg_1m_before": load}
     padding = f"fixed {args.max_length}" if fixed else f"dynamic (max {args.max_length})"
     print(f"TREC rows={len(data)} batch={args.batch_size} padding={padding} precision={precision} "
-          f"threads={torch.get_num_threads()} repeats={args.repeats}\n")
+          f"threads={torch.get_num_threads()} repeats={args.repeats} load avg before {load:.1f}\n")
     print(table(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2))

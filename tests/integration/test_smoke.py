@@ -6,7 +6,8 @@ with
 
     bench run --suite noisy-text-smoke && bench report --suite noisy-text-smoke
 
-on a 2-core AMD EPYC CPU (torch 2.13.0 CPU build, bf16 autocast). A tolerance of 3 points
+on a 2-core AMD EPYC CPU (torch 2.13.0 CPU build, bf16 autocast; 7 min 26 s for all 8 cells,
+2026-11-21; SST-2: lora 80.67 / 57.99 %, full-ft 79.35 / 65.84 % at sym-20 % / asym-40 %). A tolerance of 3 points
 covers thread-count and kernel differences across CPUs; a broken loop, wrong labels or a
 broken noise generator move accuracy far more than that.
 """
@@ -29,10 +30,10 @@ pytestmark = pytest.mark.integration
 
 #: (noise label, method id) -> test accuracy measured on TREC (500 test questions).
 MEASURED_TREC_ACCURACY = {
-    ("sym-20%", "lora"): None,
-    ("sym-20%", "full-ft"): None,
-    ("asym-40%", "lora"): None,
-    ("asym-40%", "full-ft"): None,
+    ("sym-20%", "lora"): 0.918,
+    ("sym-20%", "full-ft"): 0.924,
+    ("asym-40%", "lora"): 0.760,
+    ("asym-40%", "full-ft"): 0.732,
 }
 TOLERANCE = 0.03
 
