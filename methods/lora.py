@@ -1,9 +1,17 @@
-"""LoRA through peft: the baseline every other method is compared with."""
+"""LoRA through peft, and the peft variants a user compares with: PiSSA, OLoRA, DoRA, rsLoRA.
+
+A variant changes only initialisation or the forward (STYLE.md point 4), so it is a
+``variant`` field of the LoRA config; suites list each variant as its own grid entry
+(``pissa: {method: lora, config: {variant: pissa}}``) and the leaderboard shows it as a row.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import shutil
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.fitted import ModelFitted, fitted_from, load_peft, val_curve_hook
 from bench.method import FitContext
@@ -11,50 +19,110 @@ from bench.models import head_names
 from bench.registry import register_method
 from bench.train import train_loop, wrap_lora
 
+#: variant -> extra ``peft.LoraConfig`` arguments.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "lora": {},  # Hu et al. 2021: Kaiming-uniform A, B = 0
+    "gaussian": {"init_lora_weights": "gaussian"},
+    "pissa": {"init_lora_weights": "pissa"},  # Meng et al. 2024, arXiv 2404.02948: top-r SVD of W0
+    "olora": {"init_lora_weights": "olora"},  # Büyükakyüz 2024, arXiv 2406.01775: QR of W0
+    "dora": {"use_dora": True},  # Liu et al. 2024, arXiv 2402.09353: magnitude/direction split
+    "rslora": {"use_rslora": True},  # Kalajdzievski 2023, arXiv 2312.03732: scale alpha/sqrt(r)
+}
+#: Variants whose init rewrites the base weights (W0 -> W0 - sBA); their saved adapter is
+#: converted with peft into a plain LoRA delta for the original base.
+REWRITES_BASE = ("pissa", "olora")
+
 
 @dataclass(frozen=True)
 class LoraConfig:
-    """LoRA (Hu et al. 2021, arXiv 2106.09685) on peft's ``LoraConfig``.
+    """LoRA (Hu et al. 2021, arXiv 2106.09685) on peft's ``LoraConfig``, and its variants.
 
     Defaults: rank 8 with alpha 16 (scale 2) on the attention query/value projections, as in
-    the paper's GLUE runs (which used r=8 on W_q, W_v); peft's dropout on the adapter input.
+    the paper's GLUE runs (r=8 on W_q, W_v); peft's dropout 0.1 on the adapter input.
     """
 
     r: int = 8
     """Rank of A and B."""
     alpha: float = 16.0
-    """Scale numerator: the update is (alpha / r) * B A."""
+    """Scale numerator: the update is (alpha / r) * B A (alpha / sqrt(r) for rslora)."""
     dropout: float = 0.1
     """peft's ``lora_dropout``: dropout on the adapter's *input* activations."""
     target_modules: tuple[str, ...] | None = None
     """Module names to adapt; None takes peft's default for the architecture."""
+    variant: str = "lora"
+    """lora | gaussian | pissa | olora | dora | rslora (see ``VARIANTS``)."""
+    peft_options: dict[str, Any] = field(default_factory=dict)
+    """Further ``peft.LoraConfig`` arguments, e.g. ``{"init_lora_weights": "pissa_niter_4"}``."""
 
     def __post_init__(self) -> None:
         if self.r < 1:
             raise ValueError(f"Invalid rank: {self.r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"Invalid dropout: {self.dropout}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"Invalid variant: {self.variant!r}; expected one of {', '.join(VARIANTS)}")
+
+
+@dataclass
+class ConvertingFitted(ModelFitted):
+    """A fitted PiSSA/OLoRA model: saves its adapter as a delta for the original base."""
+
+    init_dir: Path | None = None
+
+    def save(self, directory: Path) -> None:
+        """Save through peft's weight conversion against the initial adapter."""
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import load_file, save_file
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(  # type: ignore[operator]
+            str(directory), path_initial_model_for_weight_conversion=str(self.init_dir))
+        # peft 0.21's conversion drops modules_to_save (the trained head): put it back
+        path = directory / "adapter_model.safetensors"
+        state = load_file(str(path))
+        full = get_peft_model_state_dict(self.model)
+        state.update({k: v.detach().cpu().contiguous() for k, v in full.items() if ".lora_" not in k})
+        save_file(state, str(path), metadata={"format": "pt"})
+
+
+def _save_initial(model: Any) -> Path:
+    """Save the freshly initialised adapter (peft needs it to convert PiSSA/OLoRA on save)."""
+    folder = Path(tempfile.mkdtemp(prefix="peftbench-init-"))
+    config = model.peft_config["default"]
+    init, config.init_lora_weights = config.init_lora_weights, True  # load it back as plain LoRA
+    model.save_pretrained(str(folder))
+    config.init_lora_weights = init
+    return folder
 
 
 @register_method("lora", config=LoraConfig, version="1")
 class LoraAdapter:
-    """Fine-tune a peft LoRA adapter and the classification head with cross-entropy."""
+    """Fine-tune a peft LoRA adapter (of any variant) and the classification head with CE."""
 
     def __init__(self, config: LoraConfig) -> None:
         self.config = config
 
     def fit(self, ctx: FitContext) -> ModelFitted:
         """Wrap, train with the shared loop, return the fitted model."""
+        c = self.config
         base = ctx.new_model()
         head = head_names(base)
-        cfg = asdict(self.config)
-        model = wrap_lora(base, head=head, r=cfg.pop("r"), alpha=cfg.pop("alpha"),
-                          dropout=cfg.pop("dropout"), target_modules=cfg.pop("target_modules"))
+        model = wrap_lora(base, head=head, r=c.r, alpha=c.alpha, dropout=c.dropout, target_modules=c.target_modules,
+                          **{**VARIANTS[c.variant], **c.peft_options})
+        init_dir = _save_initial(model) if c.variant in REWRITES_BASE else None
         train_loop(model=model, data=ctx.train, cfg=ctx.train_config, seed=ctx.seed, device=ctx.device,
                    precision=ctx.precision, head=head, pad_id=ctx.tokenizer.pad_token_id,
                    on_epoch_end=val_curve_hook(ctx, model), progress=ctx.progress)
-        return fitted_from(model, ctx)
+        fitted = fitted_from(model, ctx)
+        if init_dir is None:
+            return fitted
+        converting = ConvertingFitted(**vars(fitted), init_dir=init_dir)
+        # the initial adapter is needed until save(); remove it when the process ends
+        import atexit
+
+        atexit.register(shutil.rmtree, init_dir, ignore_errors=True)
+        return converting
 
     def load(self, ctx: FitContext, directory: Path) -> ModelFitted:
-        """Load the saved adapter and head onto a fresh base."""
+        """Load the saved adapter and head onto a fresh (original) base."""
         return fitted_from(load_peft(ctx.new_model(), directory), ctx)

@@ -19,12 +19,16 @@ from tests.helpers import N_CLASSES, make_ctx, synthetic
 METHOD_CASES = [
     # (registry name, config, every parameter trainable?)
     ("lora", {"r": 4, "alpha": 8}, False),
+    ("lora", {"r": 4, "alpha": 8, "variant": "pissa"}, False),
+    ("lora", {"r": 4, "alpha": 8, "variant": "olora"}, False),
+    ("lora", {"r": 4, "alpha": 8, "variant": "dora"}, False),
+    ("lora", {"r": 4, "alpha": 8, "variant": "rslora"}, False),
     ("full-ft", {}, True),
 ]
 
 
 def test_every_registered_method_has_a_case() -> None:
-    assert sorted(name for name, _, _ in METHOD_CASES) == method_names()
+    assert sorted({name for name, _, _ in METHOD_CASES}) == method_names()
 
 
 def _fit(name: str, config: dict, **ctx_kwargs):
@@ -68,10 +72,19 @@ def test_base_stays_frozen(name: str, config: dict, all_trainable: bool) -> None
     fresh = dict(ctx.new_model().named_parameters())
     base_state = {n: p for n, p in fitted.model.named_parameters() if not p.requires_grad}
     assert base_state, "a PEFT method must leave frozen parameters"
+    assert all(p.grad is None for p in base_state.values())  # never received a gradient
+    rewrites = config.get("variant") in ("pissa", "olora")  # W0 -> W0 - sBA at init, by design
     for name_, param in base_state.items():
         key = name_.replace("base_model.model.", "").replace(".base_layer", "")
-        if key in fresh:
-            assert torch.equal(param, fresh[key]), name_
+        if key not in fresh:
+            continue
+        if rewrites and ".base_layer." in name_ and key.endswith("weight"):
+            if config["variant"] == "pissa":  # the residual keeps W0's singular values after the top r
+                s0 = torch.linalg.svdvals(fresh[key].detach())
+                s_res = torch.linalg.svdvals(param.detach())
+                assert torch.allclose(s_res[: len(s0) - config["r"]], s0[config["r"] :], atol=1e-4), name_
+            continue
+        assert torch.equal(param, fresh[key]), name_
 
 
 @pytest.mark.parametrize(("name", "config", "all_trainable"), METHOD_CASES)
