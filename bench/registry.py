@@ -21,6 +21,7 @@ ENTRY_POINT_GROUP = "peftbench.methods"
 BUILTIN_METHODS: dict[str, str] = {
     "lora": "methods.lora:LoraAdapter",
     "full-ft": "methods.full_ft:FullFtAdapter",
+    "lora-dropout": "methods.lora_dropout:LoraDropoutAdapter",
 }
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")

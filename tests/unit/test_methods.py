@@ -24,6 +24,7 @@ METHOD_CASES = [
     ("lora", {"r": 4, "alpha": 8, "variant": "dora"}, False),
     ("lora", {"r": 4, "alpha": 8, "variant": "rslora"}, False),
     ("full-ft", {}, True),
+    ("lora-dropout", {"r": 4, "alpha": 8, "p": 0.1, "ensemble": 2}, False),
 ]
 
 
