@@ -35,7 +35,8 @@ def plan(suite: Suite) -> list[Cell]:
     """All cells, task-major so that data and base model stay cached across methods."""
     return [
         Cell(suite.name, suite.model.name, task, noise, method, seed, suite.train_for(method))
-        for task in suite.tasks for noise in suite.noise for seed in suite.seeds for method in suite.methods
+        for task in suite.tasks for noise in (task.noise or suite.noise)
+        for seed in suite.seeds for method in suite.methods
     ]
 
 
@@ -65,9 +66,10 @@ def resolve_spec(cell: Cell, data_dir: Path) -> dict[str, Any]:
     if cell.noise.kind == "asymmetric" and cell.noise.pair_map is None:
         noise["pair_map"] = cell.task.pair_map  # the task's default map (METHODS.md §1.2)
     noise["label"] = cell.noise.label()
+    task = {k: v for k, v in asdict(cell.task).items() if k != "noise"}  # the cell's noise is below
     return {
         "suite": cell.suite,
-        "task": {**asdict(cell.task), "data_version": data_version(cell.task, data_dir)},
+        "task": {**task, "data_version": data_version(cell.task, data_dir)},
         "noise": noise,
         "model": {"name": cell.model},
         "method": {"id": cell.method.id, "name": entry.name, "version": entry.version,

@@ -22,6 +22,7 @@ BUILTIN_METHODS: dict[str, str] = {
     "lora": "methods.lora:LoraAdapter",
     "full-ft": "methods.full_ft:FullFtAdapter",
     "lora-dropout": "methods.lora_dropout:LoraDropoutAdapter",
+    "ba-lora": "methods.ba_lora:BaLoraAdapter",
 }
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")

@@ -82,6 +82,8 @@ class TaskSpec:
     max_length: int = 128
     pair_map: str | dict[int, int] | None = None
     """Default asymmetric-noise map for this task (METHODS.md §1.2), e.g. ``sst5``."""
+    noise: tuple[NoiseSpec, ...] | None = None
+    """This task's noise settings, replacing the suite's list (e.g. only asym-40% on TREC)."""
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,7 @@ def parse_suite(raw: dict[str, Any], where: str, default_name: str) -> Suite:
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise BenchError(f"{where}: seeds must be a non-empty list of integers")
     for task in tasks:
-        if task.truth_field and any(n.kind != "none" for n in noise):
+        if task.truth_field and any(n.kind != "none" for n in (task.noise or noise)):
             raise BenchError(f"{where}: task {task.name} has real noise (truth_field); use noise kind none")
     suite = Suite(
         name=str(raw.get("name", default_name)),

@@ -25,6 +25,7 @@ METHOD_CASES = [
     ("lora", {"r": 4, "alpha": 8, "variant": "rslora"}, False),
     ("full-ft", {}, True),
     ("lora-dropout", {"r": 4, "alpha": 8, "p": 0.1, "ensemble": 2}, False),
+    ("ba-lora", {"r": 4, "alpha": 4}, False),
 ]
 
 
