@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,3 +92,30 @@ def val_curve_hook(ctx: Any, model: nn.Module) -> Any:
                  "val_nll": float(-np.log(p_true).mean())})
 
     return hook
+
+
+def save_converted(model: Any, initial: str, directory: Path, adapter: str = "default") -> None:
+    """Save a PiSSA/OLoRA adapter as a rank-2r LoRA delta for the original (unmutated) base.
+
+    ``initial`` is the folder of the adapter as initialised (saved with
+    ``init_lora_weights=True``); peft subtracts it to express the update against W0.
+
+    peft's conversion keeps only ``lora_A``/``lora_B`` tensors (its ``subtract_mutated_init``
+    drops ``modules_to_save``), so the classification head is written back into the file.
+    """
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    with warnings.catch_warnings():  # loading the initial adapter beside PiSSA is the point here
+        warnings.filterwarnings("ignore", message="PiSSA changes the base weights")
+        model.save_pretrained(str(directory), selected_adapters=[adapter],
+                              path_initial_model_for_weight_conversion=initial)
+    for param, flag in flags:
+        param.requires_grad_(flag)
+    file = directory / "adapter_model.safetensors"
+    state = load_file(str(file))
+    for key, value in get_peft_model_state_dict(model, adapter_name=adapter).items():
+        if key not in state and "lora_" not in key:
+            state[key] = value.detach().cpu().contiguous()
+    save_file(state, str(file), metadata={"format": "pt"})

@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
-import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
@@ -39,7 +38,7 @@ import torch
 from torch import nn
 
 from bench.errors import CellError
-from bench.fitted import ModelFitted, load_peft, val_curve_hook
+from bench.fitted import ModelFitted, load_peft, save_converted, val_curve_hook
 from bench.method import FitContext
 from bench.models import head_names
 from bench.registry import register_method
@@ -239,30 +238,6 @@ def _save_initial(model: Any) -> tempfile.TemporaryDirectory[str]:
     return folder
 
 
-def convert_pissa(model: Any, initial: str, directory: Path) -> None:
-    """Save ``model``'s default adapter as a rank-2r LoRA delta for the original base.
-
-    peft's conversion keeps only ``lora_A``/``lora_B`` tensors (its ``subtract_mutated_init``
-    drops ``modules_to_save``), so the classification head is written back into the file.
-    """
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import load_file, save_file
-
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    with warnings.catch_warnings():  # loading the initial adapter beside PiSSA is the point here
-        warnings.filterwarnings("ignore", message="PiSSA changes the base weights")
-        model.save_pretrained(str(directory), selected_adapters=[DEFAULT],
-                              path_initial_model_for_weight_conversion=initial)
-    for param, flag in flags:
-        param.requires_grad_(flag)
-    file = directory / "adapter_model.safetensors"
-    state = load_file(str(file))
-    for key, value in get_peft_model_state_dict(model, adapter_name=DEFAULT).items():
-        if key not in state and "lora_" not in key:
-            state[key] = value.detach().cpu().contiguous()
-    save_file(state, str(file), metadata={"format": "pt"})
-
-
 def _require_classification(ctx: FitContext) -> None:
     if ctx.kind != "classification":
         raise CellError("ba-lora: the NLG form needs the generative path (not available yet)")
@@ -332,7 +307,7 @@ class BaLoraAdapter:
         if run.initial is not None:
             with run.initial, tempfile.TemporaryDirectory(prefix="ba-lora-") as tmp:
                 expected = _logits(run.model, run.probe)
-                convert_pissa(run.model, os.path.join(run.initial.name, "initial"), Path(tmp))
+                save_converted(run.model, os.path.join(run.initial.name, "initial"), Path(tmp), DEFAULT)
                 model = load_peft(ctx.new_model(), Path(tmp)).to(ctx.device)
                 _check_close("conversion", _logits(model, run.probe), expected, run.diagnostics,
                              CONVERSION_TOLERANCE)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.fitted import ModelFitted, fitted_from, load_peft, val_curve_hook
+from bench.fitted import ModelFitted, fitted_from, load_peft, save_converted, val_curve_hook
 from bench.method import FitContext
 from bench.models import head_names
 from bench.registry import register_method
@@ -71,18 +71,8 @@ class ConvertingFitted(ModelFitted):
 
     def save(self, directory: Path) -> None:
         """Save through peft's weight conversion against the initial adapter."""
-        from peft import get_peft_model_state_dict
-        from safetensors.torch import load_file, save_file
-
         directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(  # type: ignore[operator]
-            str(directory), path_initial_model_for_weight_conversion=str(self.init_dir))
-        # peft 0.21's conversion drops modules_to_save (the trained head): put it back
-        path = directory / "adapter_model.safetensors"
-        state = load_file(str(path))
-        full = get_peft_model_state_dict(self.model)
-        state.update({k: v.detach().cpu().contiguous() for k, v in full.items() if ".lora_" not in k})
-        save_file(state, str(path), metadata={"format": "pt"})
+        save_converted(self.model, str(self.init_dir), directory)
 
 
 def _save_initial(model: Any) -> Path:
