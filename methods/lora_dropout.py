@@ -12,11 +12,11 @@ from numpy.typing import NDArray
 from torch import nn
 
 from bench.encode import Encoded
-from bench.fitted import load_peft, val_curve_hook
+from bench.fitted import ModelFitted, load_peft, val_curve_hook
 from bench.method import FitContext
 from bench.models import head_names
 from bench.registry import register_method
-from bench.train import count_parameters, predict_logits, softmax, train_loop, wrap_lora
+from bench.train import predict_logits, softmax, train_loop, wrap_lora
 
 Masks = tuple[torch.Tensor, torch.Tensor]
 
@@ -147,19 +147,16 @@ def member_seed(base: int, member: int) -> int:
     return int(np.random.SeedSequence([base, member]).generate_state(1)[0])
 
 
-@dataclass
-class LoraDropoutFitted:
-    """A LoRA Dropout model: deterministic pass, or the mean softmax of N seeded masked passes."""
+@dataclass(kw_only=True)
+class LoraDropoutFitted(ModelFitted):
+    """A LoRA Dropout model: deterministic pass, or the mean softmax of N seeded masked passes.
 
-    model: nn.Module
+    Parameter counts and ``save`` (a plain peft adapter) come from :class:`ModelFitted`.
+    """
+
     state: MaskState
     config: LoraDropoutConfig
     seed: int
-    device: torch.device
-    precision: str
-    pad_id: int
-    batch_size: int = 128
-    diagnostics: dict[str, Any] = field(default_factory=dict)
 
     def _pass(self, data: Encoded, member: int | None) -> NDArray[np.float64]:
         """Softmax of one pass: deterministic (``member=None``) or with member's fixed masks."""
@@ -192,20 +189,6 @@ class LoraDropoutFitted:
         if members:
             out["masked_n1"] = members[0]
         return out
-
-    def trainable_parameters(self) -> int:
-        """Parameters with ``requires_grad`` (adapter and head)."""
-        return count_parameters(self.model)[0]
-
-    def total_parameters(self) -> int:
-        """All parameters of the prediction model."""
-        return count_parameters(self.model)[1]
-
-    def save(self, directory: Path) -> None:
-        """A plain peft LoRA adapter (and head); the masks are re-attached by ``load``."""
-        directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(directory))  # type: ignore[operator]
-
 
 @register_method("lora-dropout", config=LoraDropoutConfig, version="1")
 class LoraDropoutAdapter:
