@@ -276,7 +276,7 @@ def leaderboard_markdown(records: Sequence[Record], *, suite: str,
     Returns:
         The markdown text, ending with a newline.
     """
-    ids = sorted(run_id(r) for r in records)
+    ids = sorted({run_id(r) for r in records})  # prediction variants share their run's id
     lines = [HEADER, "", f"# Leaderboard: {suite}", "",
              f"generated from {len(ids)} runs; run_ids: {', '.join(ids) or DASH}", ""]
     if not records:
