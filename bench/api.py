@@ -85,7 +85,7 @@ def expand_variants(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for name, metrics in (record.get("metrics") or {}).get("variants", {}).items():
             spec = {**record["spec"], "method": {**record["spec"]["method"]}}
             spec["method"]["id"] = f"{spec['method']['id']} ({name})"
-            out.append({**record, "spec": spec, "metrics": metrics})
+            out.append({**record, "spec": spec, "metrics": metrics, "variant": name})
     return out
 
 

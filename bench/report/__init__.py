@@ -64,7 +64,8 @@ def write_report(records: Sequence[Record], out_dir: Path, *, suite: str) -> lis
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = list(records)
-    plots = [p for p in _plots(records, out_dir) if p is not None]
+    # prediction variants (e.g. ensemble sizes) are leaderboard rows; on plots they only crowd
+    plots = [p for p in _plots([r for r in records if "variant" not in r], out_dir) if p is not None]
     for name in PLOT_FILES:
         stale = out_dir / name
         if stale not in plots and stale.exists():

@@ -218,3 +218,21 @@ def test_reliability_pooling_is_count_weighted() -> None:
     assert acc.tolist() == pytest.approx([0.0, 0.75])
     assert conf.tolist() == pytest.approx([0.4, 0.75])
     assert pooled.ece() == pytest.approx((1 * 0.4 + 4 * 0.0) / 5)
+
+
+def test_variant_rows_are_in_the_leaderboard_but_not_on_plots(tmp_path: Path, monkeypatch) -> None:
+    import bench.report as report
+    from bench.api import expand_variants
+
+    plotted: list = []
+    monkeypatch.setattr(report, "_plots", lambda recs, out: plotted.extend(recs) or [])
+
+    records = [json.loads(p.read_text()) for p in sorted((GOLDEN / "records").glob("*.json"))]
+    ok = next(r for r in records if r["status"] == "success")
+    ok = {**ok, "metrics": {**ok["metrics"], "variants": {"ensemble_n2": {**ok["metrics"], "accuracy": 0.5}}}}
+    expanded = expand_variants([ok])
+    assert [r.get("variant") for r in expanded] == [None, "ensemble_n2"]
+    assert expanded[1]["spec"]["method"]["id"] == f"{ok['spec']['method']['id']} (ensemble_n2)"
+    write_report(expanded, tmp_path, suite="s")
+    assert "(ensemble_n2)" in (tmp_path / "leaderboard.md").read_text()
+    assert plotted == [ok]
