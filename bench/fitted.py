@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +29,8 @@ class ModelFitted:
     pad_id: int
     batch_size: int = 128
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    trained_parameters: int | None = None
+    """What the optimizer trained, when the prediction model differs (a converted adapter)."""
 
     def predict_proba(self, data: Encoded) -> NDArray[np.float64]:
         """Softmax of the model's logits, in data order."""
@@ -35,7 +39,9 @@ class ModelFitted:
         return softmax(logits)
 
     def trainable_parameters(self) -> int:
-        """Parameters with ``requires_grad`` (adapter and head for peft models)."""
+        """Parameters trained: ``trained_parameters`` if set, else those with ``requires_grad``."""
+        if self.trained_parameters is not None:
+            return self.trained_parameters
         return count_parameters(self.model)[0]
 
     def total_parameters(self) -> int:
@@ -119,3 +125,32 @@ def save_converted(model: Any, initial: str, directory: Path, adapter: str = "de
         if key not in state and "lora_" not in key:
             state[key] = value.detach().cpu().contiguous()
     save_file(state, str(file), metadata={"format": "pt"})
+
+
+def save_initial(model: Any, adapter: str = "default") -> tempfile.TemporaryDirectory[str]:
+    """Save a PiSSA/OLoRA adapter as initialised, for :func:`load_converted` after training.
+
+    It is saved with ``init_lora_weights=True`` (peft's recipe) so that loading it back does
+    not run the SVD/QR init again on the already rewritten base.
+    """
+    folder = tempfile.TemporaryDirectory(prefix="peftbench-init-")
+    config = model.peft_config[adapter]
+    init, config.init_lora_weights = config.init_lora_weights, True
+    try:
+        model.save_pretrained(os.path.join(folder.name, "initial"), selected_adapters=[adapter])
+    finally:
+        config.init_lora_weights = init
+    return folder
+
+
+def load_converted(model: Any, initial: tempfile.TemporaryDirectory[str], new_model: Any,
+                   adapter: str = "default") -> nn.Module:
+    """Convert a PiSSA/OLoRA-trained adapter to a delta for W0 and load it onto ``new_model()``.
+
+    ``initial`` comes from :func:`save_initial`. The evaluated model is then exactly the
+    exported one: under bf16 autocast, W_res + s B A and W0 + delta round differently (1e-2 in
+    probabilities on MiniLM).
+    """
+    with tempfile.TemporaryDirectory(prefix="peftbench-convert-") as tmp:
+        save_converted(model, os.path.join(initial.name, "initial"), Path(tmp), adapter)
+        return load_peft(new_model(), Path(tmp))

@@ -25,7 +25,6 @@ equals the pretrained weights and ``save``/``load`` are plain peft.
 from __future__ import annotations
 
 import copy
-import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -38,7 +37,7 @@ import torch
 from torch import nn
 
 from bench.errors import CellError
-from bench.fitted import ModelFitted, load_peft, save_converted, val_curve_hook
+from bench.fitted import ModelFitted, fitted_from, load_converted, load_peft, save_initial, val_curve_hook
 from bench.method import FitContext
 from bench.models import head_names
 from bench.registry import register_method
@@ -191,17 +190,6 @@ class BaLoraRun:
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class BaLoraFitted(ModelFitted):
-    """A :class:`ModelFitted` whose trained-parameter count survives the PiSSA conversion."""
-
-    trained_parameters: int = 0
-
-    def trainable_parameters(self) -> int:
-        """Parameters the optimizer trained (rank-r adapter and head), not the converted 2r."""
-        return self.trained_parameters
-
-
 @torch.no_grad()
 def _logits(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     """Eval-mode float32 logits (no autocast: the checks compare the math, not the precision)."""
@@ -226,18 +214,6 @@ def _check_close(name: str, a: torch.Tensor, b: torch.Tensor, diagnostics: dict[
         raise CellError(f"ba-lora: {name} check failed (max |dz| = {diff:.2e} >= {bound:.2e})")
 
 
-def _save_initial(model: Any) -> tempfile.TemporaryDirectory[str]:
-    """Save the PiSSA adapter at init as a plain LoRA (``init_lora_weights=True``), per peft's docs."""
-    folder = tempfile.TemporaryDirectory(prefix="ba-lora-init-")
-    config = model.peft_config[DEFAULT]
-    init, config.init_lora_weights = config.init_lora_weights, True
-    try:
-        model.save_pretrained(os.path.join(folder.name, "initial"), selected_adapters=[DEFAULT])
-    finally:
-        config.init_lora_weights = init
-    return folder
-
-
 def _require_classification(ctx: FitContext) -> None:
     if ctx.kind != "classification":
         raise CellError("ba-lora: the NLG form needs the generative path (not available yet)")
@@ -250,7 +226,7 @@ class BaLoraAdapter:
     def __init__(self, config: BaLoraConfig) -> None:
         self.config = config
 
-    def fit(self, ctx: FitContext) -> BaLoraFitted:
+    def fit(self, ctx: FitContext) -> ModelFitted:
         """Prepare (init, reference, step-0 check), train, convert; return the fitted model."""
         run = self.prepare(ctx)
         self.train(ctx, run)
@@ -271,7 +247,7 @@ class BaLoraAdapter:
         original = _logits(base, probe)  # W0, before PiSSA rewrites the base weights
         model = wrap_lora(base, head=head, r=c.r, alpha=c.alpha, dropout=c.dropout,
                           target_modules=c.target_modules, init_lora_weights=_PEFT_INIT[c.init])
-        initial = _save_initial(model) if c.init == "pissa" else None
+        initial = save_initial(model) if c.init == "pissa" else None
         diagnostics: dict[str, Any] = {"svd_inactive": c.use_svd and c.top_k >= ctx.n_classes}
         trainable = _logits(model, probe)
         _check_close("init", trainable, original, diagnostics)
@@ -296,7 +272,7 @@ class BaLoraAdapter:
                           on_epoch_end=val_curve_hook(log_ctx, run.model), progress=ctx.progress,
                           params=run.params)
 
-    def finish(self, ctx: FitContext, run: BaLoraRun) -> BaLoraFitted:
+    def finish(self, ctx: FitContext, run: BaLoraRun) -> ModelFitted:
         """PiSSA: convert to a LoRA delta on a fresh original base (checked on the probe batch).
 
         Raises:
@@ -305,19 +281,14 @@ class BaLoraAdapter:
         trained = sum(p.numel() for g in run.params for p in g["params"])
         model = run.model
         if run.initial is not None:
-            with run.initial, tempfile.TemporaryDirectory(prefix="ba-lora-") as tmp:
+            with run.initial:
                 expected = _logits(run.model, run.probe)
-                save_converted(run.model, os.path.join(run.initial.name, "initial"), Path(tmp), DEFAULT)
-                model = load_peft(ctx.new_model(), Path(tmp)).to(ctx.device)
+                model = load_converted(run.model, run.initial, ctx.new_model, DEFAULT).to(ctx.device)
                 _check_close("conversion", _logits(model, run.probe), expected, run.diagnostics,
                              CONVERSION_TOLERANCE)
-        return BaLoraFitted(model=model, device=ctx.device, precision=ctx.precision,
-                            pad_id=ctx.tokenizer.pad_token_id, batch_size=ctx.train_config.eval_batch_size,
-                            diagnostics=dict(run.diagnostics), trained_parameters=trained)
+        return replace(fitted_from(model, ctx), diagnostics=dict(run.diagnostics), trained_parameters=trained)
 
     def load(self, ctx: FitContext, directory: Path) -> ModelFitted:
         """Load the saved (converted) adapter and head onto a fresh original base."""
         _require_classification(ctx)
-        model = load_peft(ctx.new_model(), directory)
-        return ModelFitted(model=model, device=ctx.device, precision=ctx.precision,
-                           pad_id=ctx.tokenizer.pad_token_id, batch_size=ctx.train_config.eval_batch_size)
+        return fitted_from(load_peft(ctx.new_model(), directory), ctx)

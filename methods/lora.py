@@ -7,13 +7,12 @@ A variant changes only initialisation or the forward (STYLE.md point 4), so it i
 
 from __future__ import annotations
 
-import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench.fitted import ModelFitted, fitted_from, load_peft, save_converted, val_curve_hook
+from bench.fitted import ModelFitted, fitted_from, load_converted, load_peft, save_initial, val_curve_hook
 from bench.method import FitContext
 from bench.models import head_names
 from bench.registry import register_method
@@ -63,43 +62,11 @@ class LoraConfig:
             raise ValueError(f"Invalid variant: {self.variant!r}; expected one of {', '.join(VARIANTS)}")
 
 
-@dataclass
-class ConvertedFitted(ModelFitted):
-    """A PiSSA/OLoRA model converted to a LoRA delta on the original base.
-
-    It counts the parameters the optimizer trained (rank r and head), not the rank-2r delta.
-    """
-
-    trained_parameters: int = 0
-
-    def trainable_parameters(self) -> int:
-        """Parameters that were trained."""
-        return self.trained_parameters
-
-
-def _convert(model: Any, init_dir: Path, ctx: FitContext) -> ConvertedFitted:
-    """Save the trained adapter as a delta for W0 and load it onto a fresh original base.
-
-    The evaluated model is then exactly the exported one: under bf16 autocast, W_res + s B A
-    and W0 + delta round differently (1e-2 in probabilities on MiniLM), so evaluating the
-    residual model and exporting the converted one would fail the reload check.
-    """
-    trained = count_parameters(model)[0]
-    with tempfile.TemporaryDirectory(prefix="peftbench-convert-") as tmp:
-        save_converted(model, str(init_dir), Path(tmp))
-        converted = load_peft(ctx.new_model(), Path(tmp))
-    shutil.rmtree(init_dir, ignore_errors=True)
-    return ConvertedFitted(**vars(fitted_from(converted, ctx)), trained_parameters=trained)
-
-
-def _save_initial(model: Any) -> Path:
-    """Save the freshly initialised adapter (peft needs it to convert PiSSA/OLoRA on save)."""
-    folder = Path(tempfile.mkdtemp(prefix="peftbench-init-"))
-    config = model.peft_config["default"]
-    init, config.init_lora_weights = config.init_lora_weights, True  # load it back as plain LoRA
-    model.save_pretrained(str(folder))
-    config.init_lora_weights = init
-    return folder
+def _convert(model: Any, initial: tempfile.TemporaryDirectory[str], ctx: FitContext) -> ModelFitted:
+    """The trained PiSSA/OLoRA adapter as a delta on a fresh original base; counts the rank-r training."""
+    with initial:
+        converted = load_converted(model, initial, ctx.new_model)
+    return replace(fitted_from(converted, ctx), trained_parameters=count_parameters(model)[0])
 
 
 @register_method("lora", config=LoraConfig, version="1")
@@ -116,11 +83,11 @@ class LoraAdapter:
         head = head_names(base)
         model = wrap_lora(base, head=head, r=c.r, alpha=c.alpha, dropout=c.dropout, target_modules=c.target_modules,
                           **{**VARIANTS[c.variant], **c.peft_options})
-        init_dir = _save_initial(model) if c.variant in REWRITES_BASE else None
+        initial = save_initial(model) if c.variant in REWRITES_BASE else None
         train_loop(model=model, data=ctx.train, cfg=ctx.train_config, seed=ctx.seed, device=ctx.device,
                    precision=ctx.precision, head=head, pad_id=ctx.tokenizer.pad_token_id,
                    on_epoch_end=val_curve_hook(ctx, model), progress=ctx.progress)
-        return fitted_from(model, ctx) if init_dir is None else _convert(model, init_dir, ctx)
+        return fitted_from(model, ctx) if initial is None else _convert(model, initial, ctx)
 
     def load(self, ctx: FitContext, directory: Path) -> ModelFitted:
         """Load the saved adapter and head onto a fresh (original) base."""

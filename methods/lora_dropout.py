@@ -157,6 +157,9 @@ class LoraDropoutFitted(ModelFitted):
     state: MaskState
     config: LoraDropoutConfig
     seed: int
+    _members: tuple[Encoded, list[NDArray[np.float64]]] | None = field(default=None, repr=False)
+    """The member passes of the last data scored: the runner's headline prediction (N=8) and
+    its variants (N up to 16) share them instead of running the first 8 members twice."""
 
     def _pass(self, data: Encoded, member: int | None) -> NDArray[np.float64]:
         """Softmax of one pass: deterministic (``member=None``) or with member's fixed masks."""
@@ -170,8 +173,11 @@ class LoraDropoutFitted(ModelFitted):
         return softmax(logits)
 
     def members(self, data: Encoded, n: int) -> list[NDArray[np.float64]]:
-        """Probabilities of ensemble members 0..n−1."""
-        return [self._pass(data, k) for k in range(n)]
+        """Probabilities of ensemble members 0..n−1 (passes already run on ``data`` are reused)."""
+        done = self._members[1] if self._members is not None and self._members[0] is data else []
+        done = done + [self._pass(data, k) for k in range(len(done), n)]
+        self._members = (data, done)
+        return done[:n]
 
     def predict_proba(self, data: Encoded) -> NDArray[np.float64]:
         """N=``ensemble`` prediction: the deterministic pass for N=1, else the member mean."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +134,8 @@ def test_sparsity_curve_and_diagnostics(trained) -> None:
 def test_ensemble_is_reproducible_and_variants_are_prefix_means(trained) -> None:
     _, ctx, fitted, _ = trained
     probs = fitted.predict_proba(ctx.val)
-    assert np.array_equal(probs, fitted.predict_proba(ctx.val))
+    # a copy of the data is a new object: its passes are run again (not the cached ones)
+    assert np.array_equal(probs, fitted.predict_proba(dataclasses.replace(ctx.val)))
     members = fitted.members(ctx.val, 4)
     assert not np.allclose(members[0], members[1])
     variants = fitted.predict_variants(ctx.val)
@@ -143,6 +145,18 @@ def test_ensemble_is_reproducible_and_variants_are_prefix_means(trained) -> None
     assert np.allclose(variants["ensemble_n4"], probs)
     assert np.array_equal(variants["masked_n1"], members[0])
     assert np.array_equal(variants["ensemble_n1"], fitted._pass(ctx.val, None))
+
+
+def test_headline_and_variants_share_member_passes(trained, monkeypatch) -> None:
+    _, ctx, fitted, _ = trained
+    data = dataclasses.replace(ctx.val)  # fresh object: nothing cached for it yet
+    calls: list = []
+    original = type(fitted)._pass
+    monkeypatch.setattr(type(fitted), "_pass", lambda self, d, m: calls.append(m) or original(self, d, m))
+    probs = fitted.predict_proba(data)  # ensemble=4: members 0..3
+    variants = fitted.predict_variants(data)  # sizes (1, 2, 4): the deterministic pass only
+    assert calls == [0, 1, 2, 3, None]
+    assert np.array_equal(variants["ensemble_n4"], probs)
 
 
 def test_n1_is_the_deterministic_pass(trained) -> None:
