@@ -108,7 +108,7 @@ def setup(cell: Cell, data_dir: Path, log: Any, progress: Any) -> Setup:
         new_model=lambda: base.new(cell.seed), tokenizer=tokenizer,
         train=train.with_labels(noise.observed), val=val, train_config=cell.train, seed=cell.seed,
         device=device, precision=resolve_precision(cell.train.precision, device), log=log,
-        progress=progress,
+        progress=progress, train_texts=tuple(data.train.texts),
     )
     return Setup(data, train, val, test, noise, truly_clean, ctx, method)
 

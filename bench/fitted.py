@@ -85,12 +85,15 @@ def fitted_from(model: nn.Module, ctx: Any, head: Sequence[str] = ()) -> ModelFi
                        pad_id=ctx.tokenizer.pad_token_id, batch_size=ctx.train_config.eval_batch_size)
 
 
-def val_curve_hook(ctx: Any, model: nn.Module) -> Any:
-    """An ``on_epoch_end`` hook that logs train loss and validation accuracy/NLL per epoch."""
-    fitted = fitted_from(model, ctx)
+def val_curve_hook(ctx: Any, model: nn.Module, predict: Any = None) -> Any:
+    """An ``on_epoch_end`` hook that logs train loss and validation accuracy/NLL per epoch.
+
+    ``predict(data) -> probs`` replaces the model's own softmax (e.g. an ensemble of networks).
+    """
+    predict = predict or fitted_from(model, ctx).predict_proba
 
     def hook(epoch: int, train_loss: float) -> None:
-        probs = fitted.predict_proba(ctx.val)
+        probs = predict(ctx.val)
         labels = ctx.val.labels
         p_true = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
         ctx.log({"epoch": epoch, "train_loss": train_loss,

@@ -8,7 +8,7 @@ Both sides are Protocols: a method is any class with these attributes, registere
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -48,6 +48,8 @@ class FitContext:
     log: Callable[[dict[str, Any]], None]
     """Record one row of per-epoch curves (keys become curve names)."""
     progress: Progress
+    train_texts: tuple[str, ...] = field(default=(), repr=False)
+    """Raw texts of the training items, in ``train`` order (for plug-ins that read text)."""
 
     @property
     def n_classes(self) -> int:

@@ -24,8 +24,12 @@ from bench.encode import Encoded
 from bench.errors import CellError
 from bench.suite import TrainConfig
 
-LossFn = Callable[[nn.Module, dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
-"""``loss_fn(model, inputs, labels) -> scalar loss``; ``inputs`` has ``input_ids`` etc."""
+LossFn = Callable[..., torch.Tensor]
+"""``loss_fn(model, inputs, labels) -> scalar loss``; ``inputs`` has ``input_ids`` etc.
+
+With ``train_loop(..., with_index=True)`` it is called as ``loss_fn(model, inputs, labels, index)``,
+``index`` being the batch's positions in the training data (for per-sample selection or weights).
+"""
 
 #: The runner collects the stats of every training loop a method runs (some run several).
 STATS_SINK: ContextVar[list[TrainStats] | None] = ContextVar("peftbench_train_stats", default=None)
@@ -160,7 +164,7 @@ EpochHook = Callable[[int, float], None]
 def train_loop(*, model: nn.Module, data: Encoded, cfg: TrainConfig, seed: int, device: torch.device,
                precision: str, head: Sequence[str], pad_id: int, loss_fn: LossFn = cross_entropy_loss,
                on_epoch_end: EpochHook | None = None, progress: Any = None,
-               params: list[dict[str, Any]] | None = None) -> TrainStats:
+               params: list[dict[str, Any]] | None = None, with_index: bool = False) -> TrainStats:
     """Train ``model`` on ``data`` with AdamW, warm-up + linear decay and gradient clipping.
 
     Args:
@@ -176,6 +180,7 @@ def train_loop(*, model: nn.Module, data: Encoded, cfg: TrainConfig, seed: int, 
         on_epoch_end: called after each epoch with (epoch, mean training loss).
         progress: a tqdm-like factory, or None for no bar.
         params: optimizer parameter groups; default :func:`param_groups` (head at ``head_lr``).
+        with_index: pass the batch's positions in ``data`` to ``loss_fn`` as a fourth argument.
 
     Raises:
         CellError: on a non-finite loss.
@@ -203,7 +208,8 @@ def train_loop(*, model: nn.Module, data: Encoded, cfg: TrainConfig, seed: int, 
                 timer = time.perf_counter()
             inputs = collate(data, index, pad_id, device)
             with autocast(device, precision):
-                loss = loss_fn(model, inputs, labels_all[index].to(device))
+                labels = labels_all[index].to(device)
+                loss = loss_fn(model, inputs, labels, index) if with_index else loss_fn(model, inputs, labels)
             loss.backward()  # type: ignore[no-untyped-call]
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
