@@ -14,11 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench import execute
 from bench.cells import Cell, plan, resolve_spec
 from bench.env import environment
 from bench.errors import BenchError, CellError
-from bench.evaluate.classification import classification_metrics, detection_metrics
+from bench.evaluate.classification import (
+    classification_metrics,
+    detection_metrics,
+    relabel_metrics,
+    selection_curves,
+)
 from bench.profile import Phase
 from bench.record import make_record, run_id
 from bench.store import Store
@@ -65,6 +72,17 @@ def _overall_peaks(efficiency: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _split_diagnostics(diagnostics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(JSON-able diagnostics for the record, per-training-sample arrays for the npz beside it)."""
+    kept, arrays = {}, {}
+    for key, value in diagnostics.items():
+        if isinstance(value, np.ndarray):
+            arrays[f"train_{key}"] = value
+        elif key != "selection_history":
+            kept[key] = value
+    return kept, arrays
+
+
 def run_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progress: Any) -> dict[str, Any]:
     """Execute one cell and return its record (success, or failed with the reason)."""
     curves: dict[str, list[Any]] = {}
@@ -92,7 +110,15 @@ def run_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progres
         variants = execute.predict_variants(s, fitted)
         if variants:
             metrics["variants"] = {name: classification_metrics(p, s.test.labels) for name, p in variants.items()}
+        diagnostics, train_arrays = _split_diagnostics(fitted.diagnostics)
         metrics.update(detection_metrics(fitted.diagnostics, s.truly_clean))
+        truth = s.data.train.truth
+        curves.update(selection_curves(fitted.diagnostics.get("selection_history", []), s.truly_clean,
+                                       s.ctx.train.labels, truth))
+        if "relabels" in fitted.diagnostics:
+            relabelled, diagnostics["relabel_confusion"] = relabel_metrics(fitted.diagnostics["relabels"], truth,
+                                                                           s.data.n_classes)
+            metrics.update(relabelled)
         with Phase("reload", device) as phase:
             reload = execute.reload_check(s, fitted)
         efficiency.update(phase.figures, adapter_bytes=reload["adapter_bytes"],
@@ -100,10 +126,10 @@ def run_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progres
                           total_params=fitted.total_parameters())
         metrics["reload_max_abs_diff"] = reload["reload_max_abs_diff"]
         efficiency.update(_overall_peaks(efficiency))
-        diagnostics = {k: v for k, v in fitted.diagnostics.items() if k not in ("clean_score", "selected_clean")}
         record = make_record(**common, metrics=metrics, efficiency=efficiency, status="success",
                              curves=curves, noise=noise, diagnostics=diagnostics, finished_at=_now())
-        record["_predictions"] = {"ids": s.test.ids, "labels": s.test.labels, "probs": probs.astype("float32")}
+        record["_predictions"] = {"ids": s.test.ids, "labels": s.test.labels, "probs": probs.astype("float32"),
+                                  **({"train_ids": s.ctx.train.ids, **train_arrays} if train_arrays else {})}
         return record
     except (CellError, BenchError) as err:
         error = str(err)

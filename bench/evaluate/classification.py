@@ -49,3 +49,59 @@ def detection_metrics(diagnostics: dict[str, Any], truly_clean: NDArray[np.bool_
     if score is not None:
         out["auroc"] = auroc(np.asarray(score, dtype=np.float64), truly_clean)
     return out
+
+
+def _group_mean(values: NDArray[np.float64], mask: NDArray[np.bool_]) -> float:
+    return float(values[mask].mean()) if mask.any() else float("nan")
+
+
+def _history_row(entry: dict[str, Any], truly_clean: NDArray[np.bool_], observed: NDArray[np.int64],
+                 truth: NDArray[np.int64]) -> dict[str, float]:
+    row: dict[str, float] = {"epoch": float(entry["epoch"])}
+    row.update(detection_metrics(entry, truly_clean))
+    for key, value in entry.items():
+        if key in ("epoch", "selected_clean", "clean_score"):
+            continue
+        array = np.asarray(value)
+        if key.startswith("pred_"):
+            row[f"train_acc_observed_{key[5:]}"] = float((array == observed).mean())
+            row[f"train_acc_true_{key[5:]}"] = float((array == truth).mean())
+        elif array.ndim == 0:
+            row[key] = float(array)
+        elif array.shape == truly_clean.shape:
+            row[f"{key}_mean_clean"] = _group_mean(array.astype(np.float64), truly_clean)
+            row[f"{key}_mean_noisy"] = _group_mean(array.astype(np.float64), ~truly_clean)
+    return row
+
+
+def selection_curves(history: list[dict[str, Any]], truly_clean: NDArray[np.bool_], observed: NDArray[np.int64],
+                     truth: NDArray[np.int64]) -> dict[str, list[float]]:
+    """Per-epoch detection curves from a method's ``selection_history`` (see :mod:`bench.noisy`).
+
+    Each entry gives detection P/R/F1 (both conventions) and AUROC, train accuracy of every
+    ``pred_<model>`` against the observed and the true labels (the memorisation analysis), and
+    the mean of every other per-sample array over truly clean and truly noisy samples. Curve
+    names start with ``detect_``.
+    """
+    curves: dict[str, list[float]] = {}
+    rows = [_history_row(entry, truly_clean, observed, truth) for entry in history]
+    for key in dict.fromkeys(k for row in rows for k in row):
+        curves[f"detect_{key}"] = [row.get(key, float("nan")) for row in rows]
+    return curves
+
+
+def relabel_metrics(relabels: Any, truth: NDArray[np.int64], n_classes: int) -> tuple[dict[str, float], list[Any]]:
+    """Accuracy of a method's new labels (``-1`` = not relabelled) and their confusion matrix.
+
+    Returns:
+        ``({"n_relabelled", "relabel_accuracy"}, confusion)`` with ``confusion[true][new]``;
+        ``({}, [])`` when the method relabelled nothing.
+    """
+    new = np.asarray(relabels, dtype=np.int64)
+    done = new >= 0
+    if not done.any():
+        return {}, []
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (truth[done], new[done]), 1)
+    return ({"n_relabelled": int(done.sum()), "relabel_accuracy": float((new[done] == truth[done]).mean())},
+            confusion.tolist())
