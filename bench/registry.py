@@ -23,6 +23,10 @@ BUILTIN_METHODS: dict[str, str] = {
     "full-ft": "methods.full_ft:FullFtAdapter",
     "lora-dropout": "methods.lora_dropout:LoraDropoutAdapter",
     "ba-lora": "methods.ba_lora:BaLoraAdapter",
+    "delora-nld": "methods.delora:DeloraAdapter",
+    "small-loss": "methods.small_loss:SmallLossAdapter",
+    "co-teaching": "methods.co_teaching:CoTeachingAdapter",
+    "cleanlab": "methods.confident:ConfidentLearningAdapter",
 }
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")

@@ -26,6 +26,10 @@ METHOD_CASES = [
     ("full-ft", {}, True),
     ("lora-dropout", {"r": 4, "alpha": 8, "p": 0.1, "ensemble": 2}, False),
     ("ba-lora", {"r": 4, "alpha": 4}, False),
+    ("delora-nld", {"r": 4, "alpha": 8, "detector_epochs": 2, "warmup_epochs": 1, "classifier_epochs": 3}, False),
+    ("small-loss", {"r": 4, "alpha": 8, "warmup_epochs": 2}, False),
+    ("co-teaching", {"r": 4, "alpha": 8}, False),
+    ("cleanlab", {"r": 4, "alpha": 8, "folds": 2}, False),
 ]
 
 
@@ -58,8 +62,8 @@ def test_method_contract(name: str, config: dict, all_trainable: bool, tmp_path:
     probs = fitted.predict_proba(ctx.val)
     assert probs.shape == (len(ctx.val), N_CLASSES)
     assert np.allclose(probs.sum(axis=1), 1.0)
-    # per-epoch curves were logged
-    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    # per-epoch curves of the final model were logged (multi-stage methods log other rows too)
+    assert [r["epoch"] for r in rows if "epoch" in r] == [1, 2, 3]
     # save / load on a fresh base gives identical predictions
     fitted.save(tmp_path)
     again = method.load(ctx, tmp_path)

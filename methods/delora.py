@@ -1,0 +1,388 @@
+"""Delora (Yuan, Chen, Zhang, ACL Findings 2025, arXiv 2510.10208) as ``delora-nld``.
+
+Registered as ``delora-nld`` (noisy-label detection): peft has an unrelated method called DeLoRA.
+Specification: METHODS.md §2 (everything there is [seed]: no code was public).
+
+Stage 1, detector: a clean LoRA and a noisy LoRA on one frozen base (peft adapters ``clean``
+and ``noisy``) with one shared trainable classification head. Per batch:
+
+- ``L_ce``: CE of the combined model ``W0 + ΔW_c + ΔW_n`` on the observed labels (or, with
+  ``ce_mode: separate``, CE of clean-only plus CE of noisy-only);
+- ``L_LoRA = τ1(t)·Δσ_c + τ2(t)·Δσ_n`` with ``τ1 = t^h1`` (growing: the clean LoRA is held
+  back late), ``τ2 = t^-h2`` (decaying: the noisy LoRA is held back early) and ``Δσ`` the
+  Frobenius norm of the adapter's change since the start of the epoch (t = 1-based epoch);
+- ``L_Det`` (after warm-up): binary CE of the clean probability ``p^c = σ(ℓ^n − ℓ^c)`` towards
+  the detached self-training target ``1[ℓ^c < ℓ^n]`` (or GMM targets fixed after warm-up).
+
+After the last detector epoch, every training sample is scored in eval mode: ``D_c`` = samples
+with ``ℓ^c < ℓ^n`` (the noisy LoRA's loss is the per-sample threshold).
+
+Stage 2: ``D_n`` is relabelled (``methods.relabel``; default the clean LoRA's prediction).
+Stage 3: a fresh LoRA classifier trains with CE on ``D_c`` and reverse CE on relabelled ``D_n``.
+
+Ablations are configuration: ``detector: false`` (plain LoRA on all samples), ``relabeler:
+drop`` (no relabelling), ``lambda_ce``/``lambda_lora``/``lambda_det: 0`` (a loss term off).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from torch import nn
+
+from bench.adapters import adapter_parameters, selected, train_adapters
+from bench.errors import CellError
+from bench.fitted import ModelFitted, fitted_from, load_peft, val_curve_hook
+from bench.method import FitContext
+from bench.models import head_names
+from bench.noisy import gmm_clean_probability, per_sample_loss, reverse_cross_entropy
+from bench.registry import register_method
+from bench.train import count_parameters, train_loop, wrap_lora
+from methods.relabel import RELABELERS, relabel
+
+CLEAN, NOISY = "clean", "noisy"
+
+
+@dataclass(frozen=True)
+class DeloraConfig:
+    """Delora's hyperparameters; defaults from METHODS.md §2.2 (tags there)."""
+
+    r: int = 32
+    """Rank of both detector LoRAs and the classifier LoRA [seed]."""
+    alpha: float = 64.0
+    """lora_alpha [proposed]: scale 2."""
+    dropout: float = 0.1
+    """peft's ``lora_dropout`` on the adapter input (as in ``lora``)."""
+    target_modules: tuple[str, ...] | None = None
+    """None: peft's default for the architecture (q/v projections) [derived]."""
+    detector_epochs: int = 8
+    """Stage-1 epochs, warm-up included [seed]."""
+    warmup_epochs: int = 2
+    """Epochs without ``L_Det`` [seed]."""
+    classifier_epochs: int = 6
+    """Stage-3 epochs [seed]."""
+    h1: float = 1.0
+    """τ1(t) = t^h1 [proposed]."""
+    h2: float = 1.0
+    """τ2(t) = t^-h2 [proposed]."""
+    lambda_ce: float = 1.0
+    """Weight of ``L_ce`` (0: ablation)."""
+    lambda_lora: float = 1.0
+    """Weight of ``L_LoRA`` (0: ablation) [proposed]."""
+    lambda_det: float = 1.0
+    """Weight of ``L_Det`` (0: ablation)."""
+    ce_mode: str = "combined"
+    """``combined``: CE of W0+ΔW_c+ΔW_n; ``separate``: CE(clean-only) + CE(noisy-only)."""
+    detector_targets: str = "self"
+    """``self``: 1[ℓ^c < ℓ^n] each batch; ``gmm``: 2-GMM on the combined loss after warm-up, frozen."""
+    detector: bool = True
+    """False: no detector, the classifier trains on every sample with CE (ablation)."""
+    relabeler: str = "clean-lora"
+    """clean-lora | drop | file | model (``methods.relabel``)."""
+    relabel_file: str | None = None
+    """JSONL ``{id, value}`` for ``relabeler: file``."""
+    relabel_model: str | None = None
+    """Causal LM name or folder for ``relabeler: model``."""
+    rce_log_zero: float = -4.0
+    """``log 0`` clip A of reverse CE: RCE = -A (1 - p_y) [proposed]."""
+    classifier_init: str = "fresh"
+    """``fresh`` LoRA for stage 3, or ``clean``: start from the clean LoRA."""
+    log_selection: bool = True
+    """Score the whole training set after every detector epoch (per-epoch detection curves)."""
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"Invalid rank: {self.r}")
+        if not 0 <= self.warmup_epochs <= self.detector_epochs or self.detector_epochs < 1:
+            raise ValueError(f"Invalid epochs: warmup {self.warmup_epochs} of {self.detector_epochs}")
+        if self.detector_targets == "gmm" and self.warmup_epochs == 0:
+            raise ValueError("detector_targets 'gmm' needs at least one warm-up epoch")
+        if self.classifier_epochs < 1:
+            raise ValueError(f"Invalid classifier_epochs: {self.classifier_epochs}")
+        if min(self.lambda_ce, self.lambda_lora, self.lambda_det) < 0 or self.lambda_ce + self.lambda_det == 0:
+            raise ValueError("Invalid loss weights: need lambda_ce or lambda_det > 0, none negative")
+        choices = {"ce_mode": ("combined", "separate"), "detector_targets": ("self", "gmm"),
+                   "relabeler": RELABELERS, "classifier_init": ("fresh", "clean")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"Invalid {name}: {getattr(self, name)!r}; expected one of {', '.join(allowed)}")
+        if self.relabeler == "file" and not self.relabel_file:
+            raise ValueError("relabeler 'file' needs relabel_file")
+        if self.relabeler == "model" and not self.relabel_model:
+            raise ValueError("relabeler 'model' needs relabel_model")
+
+
+def clean_probability(loss_clean: torch.Tensor, loss_noisy: torch.Tensor) -> torch.Tensor:
+    """``p^c = exp(-ℓc) / (exp(-ℓc) + exp(-ℓn)) = σ(ℓn - ℓc)`` (sign per METHODS.md §2.5)."""
+    return torch.sigmoid(loss_noisy - loss_clean)
+
+
+def parameter_change(params: list[nn.Parameter], snapshot: list[torch.Tensor]) -> torch.Tensor:
+    """``sqrt(Σ ||θ - θ_snap||² + 1e-12)`` over an adapter's tensors."""
+    total = sum(((p.float() - s) ** 2).sum() for p, s in zip(params, snapshot, strict=True))
+    return torch.sqrt(total + 1e-12)  # type: ignore[arg-type]
+
+
+def taus(epoch: int, h1: float, h2: float) -> tuple[float, float]:
+    """``(τ1, τ2) = (t^h1, t^-h2)`` at the 1-based epoch ``t``."""
+    return float(epoch) ** h1, float(epoch) ** -h2
+
+
+class DetectorObjective:
+    """The stage-1 loss ``λce L_ce + λlora L_LoRA + λdet L_Det``; keeps per-epoch term means."""
+
+    def __init__(self, model: nn.Module, config: DeloraConfig) -> None:
+        self.config, self.epoch = config, 1
+        self.params = {name: adapter_parameters(model, name) for name in (CLEAN, NOISY)}
+        self.snapshot = self.take_snapshot()
+        self.targets: torch.Tensor | None = None
+        self.sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(()))
+        self.steps = 0
+
+    def take_snapshot(self) -> dict[str, list[torch.Tensor]]:
+        """Detached copies of both adapters (the start-of-epoch ``Δw^(t-1)``)."""
+        return {name: [p.detach().float().clone() for p in ps] for name, ps in self.params.items()}
+
+    def change(self, name: str) -> torch.Tensor:
+        """``Δσ`` of adapter ``name`` since the snapshot."""
+        return parameter_change(self.params[name], self.snapshot[name])
+
+    def __call__(self, model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
+                 index: NDArray[np.int64]) -> torch.Tensor:
+        """The detector loss of one batch."""
+        c = self.config
+        detecting = self.epoch > c.warmup_epochs and c.lambda_det > 0
+        if detecting or c.ce_mode == "separate":
+            with selected(model, [CLEAN]):
+                loss_c = F.cross_entropy(model(**inputs).logits.float(), labels, reduction="none")
+            with selected(model, [NOISY]):
+                loss_n = F.cross_entropy(model(**inputs).logits.float(), labels, reduction="none")
+        if c.ce_mode == "combined":
+            with selected(model, [CLEAN, NOISY]):
+                ce = F.cross_entropy(model(**inputs).logits.float(), labels)
+        else:
+            ce = loss_c.mean() + loss_n.mean()
+        tau1, tau2 = taus(self.epoch, c.h1, c.h2)
+        constraint = tau1 * self.change(CLEAN) + tau2 * self.change(NOISY)
+        total = c.lambda_ce * ce + c.lambda_lora * constraint
+        terms = {"loss_ce": ce, "loss_lora": constraint}
+        if detecting:
+            if self.targets is None:
+                target = (loss_c < loss_n).float().detach()
+            else:
+                target = self.targets[torch.from_numpy(index)].to(loss_c.device)
+            det = F.binary_cross_entropy_with_logits(loss_n - loss_c, target)  # BCE on p^c = σ(ℓn − ℓc)
+            total = total + c.lambda_det * det
+            terms["loss_det"] = det
+        for key, value in terms.items():
+            self.sums[key] = self.sums[key] + value.detach().float().cpu()
+        self.steps += 1
+        return total
+
+    def epoch_means(self) -> dict[str, float]:
+        """Mean of each loss term over the epoch's steps; resets the sums."""
+        out = {k: float(v) / max(1, self.steps) for k, v in self.sums.items()}
+        self.sums.clear()
+        self.steps = 0
+        return out
+
+
+def _detector_model(ctx: FitContext, c: DeloraConfig) -> tuple[nn.Module, list[str]]:
+    """Two LoRA adapters (clean, noisy) on one fresh base with one shared trainable head."""
+    from peft import LoraConfig, get_peft_model
+
+    base = ctx.new_model()
+    head = head_names(base)
+
+    def config() -> LoraConfig:
+        return LoraConfig(r=c.r, lora_alpha=c.alpha,  # type: ignore[arg-type]
+                          lora_dropout=c.dropout, target_modules=list(c.target_modules) if c.target_modules else None)
+
+    model = get_peft_model(base, config(), adapter_name=CLEAN)
+    model.add_adapter(NOISY, config())
+    train_adapters(model, [CLEAN, NOISY], extra=head)
+    return model, head
+
+
+@dataclass
+class Selection:
+    """The detector's eval-mode view of the training set after an epoch."""
+
+    loss_clean: NDArray[np.float64]
+    loss_noisy: NDArray[np.float64]
+    logits_clean: NDArray[np.float32]
+    logits_noisy: NDArray[np.float32]
+    logits_combined: NDArray[np.float32]
+
+    @property
+    def selected_clean(self) -> NDArray[np.bool_]:
+        """``D_c``: the clean LoRA's loss is below the noisy LoRA's (the per-sample threshold)."""
+        return np.asarray(self.loss_clean < self.loss_noisy)
+
+    @property
+    def clean_score(self) -> NDArray[np.float64]:
+        """``p^c = σ(ℓn − ℓc)``."""
+        return np.asarray(1.0 / (1.0 + np.exp(-(self.loss_noisy - self.loss_clean))))
+
+    def history_entry(self, epoch: int) -> dict[str, Any]:
+        """Arrays for the runner's per-epoch detection curves."""
+        return {"epoch": epoch, "selected_clean": self.selected_clean, "clean_score": self.clean_score,
+                "loss_clean": self.loss_clean, "loss_noisy": self.loss_noisy,
+                "pred_clean": self.logits_clean.argmax(1), "pred_noisy": self.logits_noisy.argmax(1),
+                "pred_combined": self.logits_combined.argmax(1)}
+
+
+def score_training_set(model: nn.Module, ctx: FitContext) -> Selection:
+    """Eval-mode per-sample losses of the clean-only, noisy-only and combined models."""
+    kw = {"batch_size": ctx.train_config.eval_batch_size, "device": ctx.device, "precision": ctx.precision,
+          "pad_id": ctx.tokenizer.pad_token_id}
+    with selected(model, [CLEAN]):
+        loss_c, logits_c = per_sample_loss(model, ctx.train, **kw)
+    with selected(model, [NOISY]):
+        loss_n, logits_n = per_sample_loss(model, ctx.train, **kw)
+    with selected(model, [CLEAN, NOISY]):
+        _, logits_b = per_sample_loss(model, ctx.train, **kw)
+    return Selection(loss_c, loss_n, logits_c, logits_n, logits_b)
+
+
+def _copy_lora(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy LoRA tensors saved under peft state-dict keys into ``model``'s ``default`` adapter."""
+    lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    with torch.no_grad():
+        for name, param in lora.items():
+            key = name.replace(".default.", ".")
+            if key not in state or state[key].shape != param.shape:
+                raise CellError(f"delora-nld: the clean LoRA does not fit the classifier at {key}")
+            param.copy_(state[key])
+
+
+@dataclass
+class Detection:
+    """What stage 1 hands on: the final selection, its per-epoch history, the detector's size."""
+
+    view: Selection
+    history: list[dict[str, Any]]
+    parameters: int
+    clean_state: dict[str, torch.Tensor]
+    """The clean LoRA's tensors (peft state-dict keys), for ``classifier_init: clean``."""
+
+
+@register_method("delora-nld", config=DeloraConfig, version="1")
+class DeloraAdapter:
+    """Delora: dual-LoRA detector, relabelling, then a LoRA classifier on the selection."""
+
+    def __init__(self, config: DeloraConfig) -> None:
+        self.config = config
+
+    def detect(self, ctx: FitContext) -> Detection:
+        """Stage 1: train the detector and score the training set with it."""
+        c = self.config
+        model, head = _detector_model(ctx, c)
+        objective = DetectorObjective(model, c)
+        history: list[dict[str, Any]] = []
+        last: list[Selection] = []
+
+        def on_epoch_end(epoch: int, train_loss: float) -> None:
+            tau1, tau2 = taus(epoch, c.h1, c.h2)
+            with torch.no_grad():
+                change = {f"delta_sigma_{name}": float(objective.change(name)) for name in (CLEAN, NOISY)}
+            row: dict[str, Any] = {"detector_epoch": epoch, "detector_train_loss": train_loss, "tau1": tau1,
+                                   "tau2": tau2, **change, **objective.epoch_means()}
+            if c.log_selection or epoch == c.detector_epochs:
+                view = score_training_set(model, ctx)
+                history.append(view.history_entry(epoch))
+                last[:] = [view]
+                row["n_selected_clean"] = int(view.selected_clean.sum())
+                row["n_flagged_noisy"] = len(ctx.train) - row["n_selected_clean"]
+            if c.detector_targets == "gmm" and epoch == c.warmup_epochs:
+                objective.targets = torch.from_numpy(self._gmm_targets(model, ctx))
+            ctx.log(row)
+            objective.snapshot = objective.take_snapshot()
+            objective.epoch = epoch + 1
+
+        train_loop(model=model, data=ctx.train, cfg=replace(ctx.train_config, epochs=c.detector_epochs),
+                   seed=ctx.seed, device=ctx.device, precision=ctx.precision, head=head,
+                   pad_id=ctx.tokenizer.pad_token_id, loss_fn=objective, on_epoch_end=on_epoch_end,
+                   progress=ctx.progress, with_index=True)
+        from peft import get_peft_model_state_dict
+
+        state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model, adapter_name=CLEAN).items()}
+        return Detection(last[0], history, count_parameters(model)[0], state)
+
+    def _gmm_targets(self, model: nn.Module, ctx: FitContext) -> NDArray[np.float32]:
+        with selected(model, [CLEAN, NOISY]):
+            losses, _ = per_sample_loss(model, ctx.train, batch_size=ctx.train_config.eval_batch_size,
+                                        device=ctx.device, precision=ctx.precision, pad_id=ctx.tokenizer.pad_token_id)
+        return (gmm_clean_probability(losses, ctx.seed) > 0.5).astype(np.float32)
+
+    def fit(self, ctx: FitContext) -> ModelFitted:
+        """Detect, relabel, train the classifier; diagnostics carry the selection."""
+        c = self.config
+        diagnostics: dict[str, Any] = {"relabeler": c.relabeler if c.detector else None}
+        detector_params, labels = 0, ctx.train.labels.copy()
+        index = np.arange(len(ctx.train))
+        flagged = np.zeros(len(ctx.train), dtype=bool)
+        init_state = None
+        if c.detector:
+            detection = self.detect(ctx)
+            view, detector_params = detection.view, detection.parameters
+            flagged = ~view.selected_clean
+            new = relabel(c.relabeler, ctx, np.flatnonzero(flagged), view.logits_clean,
+                          file=c.relabel_file, model=c.relabel_model)
+            relabels = np.full(len(ctx.train), -1, dtype=np.int64)
+            if new is None:
+                index = np.flatnonzero(~flagged)
+            else:
+                relabels[flagged] = new
+                labels[flagged] = new + ctx.n_classes  # marks the relabelled items for RCE
+            if len(index) == 0:
+                raise CellError("delora-nld: the detector flagged every training sample as noisy")
+            diagnostics.update(selected_clean=view.selected_clean, clean_score=view.clean_score,
+                               selection_history=detection.history, relabels=relabels,
+                               n_selected_clean=int(view.selected_clean.sum()), detector_params=detector_params)
+            if c.classifier_init == "clean":
+                init_state = detection.clean_state
+        model, head = self._classifier(ctx, init_state)
+        data = ctx.train.subset(index).with_labels(labels[index])
+        train_loop(model=model, data=data, cfg=replace(ctx.train_config, epochs=c.classifier_epochs),
+                   seed=ctx.seed, device=ctx.device, precision=ctx.precision, head=head,
+                   pad_id=ctx.tokenizer.pad_token_id, loss_fn=self._classifier_loss(ctx.n_classes),
+                   on_epoch_end=val_curve_hook(ctx, model), progress=ctx.progress)
+        classifier_params = count_parameters(model)[0]
+        diagnostics["classifier_params"] = classifier_params
+        return replace(fitted_from(model, ctx), diagnostics=diagnostics,
+                       trained_parameters=classifier_params + detector_params)
+
+    def _classifier(self, ctx: FitContext, init_state: dict[str, torch.Tensor] | None) -> tuple[nn.Module, list[str]]:
+        c = self.config
+        base = ctx.new_model()
+        head = head_names(base)
+        model = wrap_lora(base, head=head, r=c.r, alpha=c.alpha, dropout=c.dropout, target_modules=c.target_modules)
+        if init_state is not None:
+            _copy_lora(model, init_state)
+        return model, head
+
+    def _classifier_loss(self, n_classes: int) -> Any:
+        log_zero = self.config.rce_log_zero
+
+        def loss(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+            logits = model(**inputs).logits.float()
+            relabelled = labels >= n_classes
+            target = torch.where(relabelled, labels - n_classes, labels)
+            ce = F.cross_entropy(logits, target, reduction="none")
+            return torch.where(relabelled, reverse_cross_entropy(logits, target, log_zero), ce).mean()
+
+        return loss
+
+    def load(self, ctx: FitContext, directory: Path) -> ModelFitted:
+        """Load the saved classifier (adapter + head) onto a fresh base."""
+        return fitted_from(load_peft(ctx.new_model(), directory), ctx)
+
+
