@@ -260,7 +260,7 @@ def test_api_summarize_reads_the_store(tmp_path: Path) -> None:
     store = Store(tmp_path)
     for i, acc in enumerate((0.90, 0.92, 0.94)):
         record = make_record(f"r{i}", accuracy=acc, seed=i)
-        record["spec"]["suite"] = "s"
+        record.update(schema_version=1, spec={**record["spec"], "suite": "s"})
         store.write(record)
     frame = summarize("s", results=tmp_path)
     row = frame.iloc[0]
