@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from bench.data.loaders import resolve_data_dir
 from bench.errors import BenchError
-from bench.runner import RunSummary
 from bench.store import Store
 from bench.suite import REPO_ROOT, Suite, load_suite
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # kept out of the import: bench.runner imports torch, and compare/report need none
     import pandas as pd
+
+    from bench.compare import Comparison
+    from bench.runner import RunSummary
 
 RESULTS_ENV = "PEFTBENCH_RESULTS"
 
@@ -128,6 +130,19 @@ def summarize(suite: str, *, results: str | Path | None = None, interval: str = 
     if not records:
         raise BenchError(f"no records for suite '{suite}' in {results_dir(results)}; run it first")
     return aggregate(expand_variants(records) if variants else records, interval=interval)
+
+
+def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, methods: tuple[str, ...] = (),
+            fail: tuple[str, ...] = (), alpha: float = 0.05) -> Comparison:
+    """Compare two result stores cell by cell with a seed-aware test; see :mod:`bench.compare`.
+
+    Each side is a store root, a suite folder inside one or a method folder. ``fail`` holds
+    gate rules such as ``accuracy:-1pp``; ``Comparison.failures()`` lists the cells that break
+    one significantly at ``alpha``. (Not re-exported as ``bench.compare``: that name is the module.)
+    """
+    from bench.compare import compare as compare_stores
+
+    return compare_stores(baseline, new, suite=suite, methods=methods, fail=fail, alpha=alpha)
 
 
 def validate_suites(names: list[str], *, overrides: tuple[str, ...] = (),
