@@ -133,7 +133,7 @@ def summarize(suite: str, *, results: str | Path | None = None, interval: str = 
 
 
 def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, methods: tuple[str, ...] = (),
-            fail: tuple[str, ...] = (), alpha: float = 0.05) -> Comparison:
+            fail: tuple[str, ...] = (), alpha: float = 0.05, n_resamples: int = 1000) -> Comparison:
     """Compare two result stores cell by cell with a seed-aware test; see :mod:`bench.compare`.
 
     Each side is a store root, a suite folder inside one or a method folder. ``fail`` holds
@@ -142,7 +142,8 @@ def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, 
     """
     from bench.compare import compare as compare_stores
 
-    return compare_stores(baseline, new, suite=suite, methods=methods, fail=fail, alpha=alpha)
+    return compare_stores(baseline, new, suite=suite, methods=methods, fail=fail, alpha=alpha,
+                          n_resamples=n_resamples)
 
 
 def validate_suites(names: list[str], *, overrides: tuple[str, ...] = (),

@@ -353,6 +353,8 @@ def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, 
     thresholds = [parse_fail(spec) for spec in fail]
     if not 0 < alpha < 1:
         raise BenchError(f"--alpha must lie in (0, 1), got {alpha}")
+    if n_resamples < 1:
+        raise BenchError(f"--resamples must be >= 1, got {n_resamples}")
     base_side, base_warnings = load_side(baseline, label="baseline", suite=suite, methods=methods)
     new_side, new_warnings = load_side(new, label="new", suite=suite, methods=methods)
     warnings = [*env_differences(base_side.records(), new_side.records()), *base_warnings, *new_warnings]

@@ -44,6 +44,10 @@ def _p(value: float) -> str:
     return DASH if math.isnan(value) else "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
+def _p_phrase(value: float) -> str:
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
+
+
 def _gate(row: Row, comparison: Comparison, failed: set[int]) -> str:
     if id(row) in failed:
         return "FAIL"
@@ -69,10 +73,10 @@ def _reason(row: Row, threshold: Threshold, alpha: float) -> str:
     head = (f"{' · '.join(row.cell)}: {row.metric} Δ {format_value(row.metric, r.delta, signed=True)} "
             f"is beyond {threshold.text}")
     if r.p_value < alpha:
-        return f"{head} and significant (p = {_p(r.p_value)} < α = {alpha:g}, {r.test})"
+        return f"{head} and significant at α = {alpha:g} ({_p_phrase(r.p_value)}, {r.test})"
     if math.isnan(r.p_value):
         return f"{head} but could not be tested"
-    return f"{head} but not significant (p = {_p(r.p_value)} ≥ α = {alpha:g}, {r.test}): within noise"
+    return f"{head} but not significant at α = {alpha:g} ({_p_phrase(r.p_value)}, {r.test}): within noise"
 
 
 def summary_lines(comparison: Comparison) -> list[str]:
