@@ -18,6 +18,7 @@ __all__ = [
     "load_suite",
     "register_method",
     "run_suite",
+    "summarize",
     "validate_suites",
 ]
 
@@ -31,6 +32,7 @@ _WHERE = {
     "load_suite": "bench.suite",
     "register_method": "bench.registry",
     "run_suite": "bench.api",
+    "summarize": "bench.api",
     "validate_suites": "bench.api",
 }
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.data.loaders import resolve_data_dir
 from bench.errors import BenchError
-from bench.runner import RunSummary
 from bench.store import Store
 from bench.suite import REPO_ROOT, Suite, load_suite
+
+if TYPE_CHECKING:  # kept out of the import: bench.runner imports torch, and compare/report need none
+    import pandas as pd
+
+    from bench.compare import Comparison
+    from bench.runner import RunSummary
 
 RESULTS_ENV = "PEFTBENCH_RESULTS"
 
@@ -98,6 +103,47 @@ def build_report(suite: str, *, results: str | Path | None = None,
     if not records:
         raise BenchError(f"no records for suite '{suite}' in {results_dir(results)}; run it first")
     return write_report(expand_variants(records), reports_dir(reports) / suite, suite=suite)
+
+
+def summarize(suite: str, *, results: str | Path | None = None, interval: str = "t",
+              variants: bool = True) -> pd.DataFrame:
+    """One row per task × noise × model × method of a suite: mean, sample std and 95 % interval.
+
+    Args:
+        suite: Suite name (its folder in the store).
+        results: The store (default: :func:`results_dir`).
+        interval: ``"t"`` (Student-t interval of the mean) or ``"bootstrap"`` (percentile
+            bootstrap over seeds, seed 0).
+        variants: Include prediction-variant rows (``<method id> (<variant>)``), as the
+            leaderboard does.
+
+    Returns:
+        The frame of :func:`bench.report.markdown.aggregate` (``<metric>_mean``, ``_std``,
+        ``_n``, ``_ci_low``, ``_ci_high`` per metric).
+
+    Raises:
+        BenchError: If the store has no record of the suite.
+    """
+    from bench.report.markdown import aggregate
+
+    records = latest_records(Store(results_dir(results)).records(suite))
+    if not records:
+        raise BenchError(f"no records for suite '{suite}' in {results_dir(results)}; run it first")
+    return aggregate(expand_variants(records) if variants else records, interval=interval)
+
+
+def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, methods: tuple[str, ...] = (),
+            fail: tuple[str, ...] = (), alpha: float = 0.05, n_resamples: int = 1000) -> Comparison:
+    """Compare two result stores cell by cell with a seed-aware test; see :mod:`bench.compare`.
+
+    Each side is a store root, a suite folder inside one or a method folder. ``fail`` holds
+    gate rules such as ``accuracy:-1pp``; ``Comparison.failures()`` lists the cells that break
+    one significantly at ``alpha``. (Not re-exported as ``bench.compare``: that name is the module.)
+    """
+    from bench.compare import compare as compare_stores
+
+    return compare_stores(baseline, new, suite=suite, methods=methods, fail=fail, alpha=alpha,
+                          n_resamples=n_resamples)
 
 
 def validate_suites(names: list[str], *, overrides: tuple[str, ...] = (),

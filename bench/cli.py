@@ -73,6 +73,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from bench import api
+    from bench.report.comparison import format_markdown, format_text
+
+    result = api.compare(args.baseline, args.new, suite=args.suite, methods=tuple(args.method),
+                         fail=tuple(args.fail), alpha=args.alpha, n_resamples=args.resamples)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(format_markdown(result) if args.markdown else format_text(result), end="")
+    return 1 if result.failures() else 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The ``bench`` argument parser."""
     top = argparse.ArgumentParser(prog="bench", description="PEFT benchmark harness")
@@ -92,6 +104,19 @@ def parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write reports/<suite>/ from the store")
     report.add_argument("--suite", required=True)
     report.add_argument("--reports-dir", default=None)
+    compare = sub.add_parser("compare", help="compare two result stores cell by cell (seed-aware); gate on --fail")
+    compare.add_argument("baseline", help="store root, suite folder or method folder of the baseline")
+    compare.add_argument("new", help="store root, suite folder or method folder of the new results")
+    compare.add_argument("--fail", action="append", default=[], metavar="METRIC:THRESHOLD",
+                         help="exit 1 when a delta is significantly beyond this, e.g. accuracy:-1pp, "
+                              "ece:+0.01, nll:+0.05 (repeatable)")
+    compare.add_argument("--alpha", type=float, default=0.05, help="significance level of --fail (default 0.05)")
+    compare.add_argument("--resamples", type=int, default=1000,
+                         help="paired-bootstrap resamples for cells with one seed per side (default 1000)")
+    compare.add_argument("--markdown", action="store_true", help="print a Markdown table (for a PR comment)")
+    compare.add_argument("--suite", default=None, help="compare only this suite")
+    compare.add_argument("--method", action="extend", nargs="+", default=[], metavar="M",
+                         help="compare only these method ids")
     for p in (run, ls, validate):
         p.add_argument("--data-dir", default=None, help="dataset folder root (or $PEFTBENCH_DATA_DIR)")
     for p in (run, report):
@@ -100,6 +125,7 @@ def parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=_cmd_ls)
     validate.set_defaults(func=_cmd_validate)
     report.set_defaults(func=_cmd_report)
+    compare.set_defaults(func=_cmd_compare)
     return top
 
 

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
+
+from bench.stats import summarize_seeds
 
 Record = Mapping[str, Any]
 Cell = tuple[str, str, str, float, str, str]
@@ -96,15 +97,7 @@ def memory_metric(records: Iterable[Record]) -> str:
     return "peak_rss_gib"
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    array = np.asarray(values, dtype=float)
-    if array.size < 2:
-        return (float(array[0]) if array.size else math.nan), math.nan
-    with np.errstate(invalid="ignore"):  # inf values give a NaN std
-        return float(array.mean()), float(array.std(ddof=1))
-
-
-def _aggregate_group(cell: Cell, records: Sequence[Record]) -> dict[str, Any]:
+def _aggregate_group(cell: Cell, records: Sequence[Record], interval: str, seed: int) -> dict[str, Any]:
     ok = sorted((r for r in records if is_success(r)), key=run_id)
     seeds = (get_path(r, "spec.seed") for r in ok)
     row: dict[str, Any] = dict(zip(GROUP_COLUMNS, cell, strict=True))
@@ -113,43 +106,52 @@ def _aggregate_group(cell: Cell, records: Sequence[Record]) -> dict[str, Any]:
                run_ids=tuple(run_id(r) for r in ok))
     for name in METRICS:
         values = [v for r in ok if (v := record_value(r, name)) is not None]
-        mean, std = _mean_std(values)
-        row.update({f"{name}_mean": mean, f"{name}_std": std, f"{name}_n": len(values)})
+        s = summarize_seeds(values, interval=interval, seed=seed)
+        row.update({f"{name}_mean": s.mean, f"{name}_std": s.std, f"{name}_n": len(values),
+                    f"{name}_ci_low": s.ci_low, f"{name}_ci_high": s.ci_high})
     return row
 
 
-def aggregate(records: Iterable[Record]) -> pd.DataFrame:
+def aggregate(records: Iterable[Record], *, interval: str = "t", seed: int = 0) -> pd.DataFrame:
     """Aggregates records into one row per task × noise × model × method.
 
     Args:
         records: Run records (any status; only successful runs enter the statistics).
+        interval: ``"t"`` (Student-t interval of the mean, the default) or ``"bootstrap"``
+            (percentile bootstrap over seeds); see :func:`bench.stats.summarize_seeds`.
+        seed: Random seed of the bootstrap interval.
 
     Returns:
         A DataFrame sorted by task, noise rate/kind, model and method with the
         columns of ``GROUP_COLUMNS``, ``n`` (successful runs), ``n_failed``
         (failed or canceled runs), ``seeds`` and ``run_ids`` (tuples over the
         successful runs) and, per metric in ``METRICS``, ``<metric>_mean``,
-        ``<metric>_std`` (sample std, ddof=1; NaN for fewer than two values) and
-        ``<metric>_n`` (runs that reported it).
+        ``<metric>_std`` (sample std, ddof=1; NaN for fewer than two values),
+        ``<metric>_n`` (runs that reported it) and ``<metric>_ci_low``/``<metric>_ci_high``
+        (95 % interval of the mean; NaN for fewer than two values).
     """
     groups: dict[Cell, list[Record]] = defaultdict(list)
     for record in records:
         groups[cell_of(record)].append(record)
-    rows = [_aggregate_group(cell, groups[cell]) for cell in sorted(groups, key=cell_sort_key)]
+    rows = [_aggregate_group(cell, groups[cell], interval, seed) for cell in sorted(groups, key=cell_sort_key)]
     columns = [*GROUP_COLUMNS, "n", "n_failed", "seeds", "run_ids"]
-    columns += [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "n")]
+    columns += [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "n", "ci_low", "ci_high")]
     return pd.DataFrame(rows, columns=columns)
 
 
 @dataclass(frozen=True)
 class Column:
-    """One numeric leaderboard column: metric, header, direction and number format."""
+    """One numeric leaderboard column: metric, header, direction and number format.
+
+    ``interval`` columns show ``[low, high]``, the 95 % interval of the mean, instead of the mean.
+    """
 
     metric: str
     header: str
     higher_better: bool
     fmt: Callable[[float], str]
     show_std: bool = True
+    interval: bool = False
 
 
 def _pct(value: float) -> str:
@@ -161,6 +163,7 @@ def _quality_columns(memory: str) -> list[Column]:
     mem_header = "peak GPU mem (GiB) ↓" if gpu else "peak RSS (GiB) ↓"
     return [
         Column("accuracy", "accuracy (%) ↑", True, _pct),
+        Column("accuracy", "accuracy 95 % CI (%)", True, _pct, interval=True),
         Column("macro_f1", "macro-F1 (%) ↑", True, _pct),
         Column("ece", "ECE (%) ↓", False, _pct),
         Column("nll", "NLL ↓", False, "{:.3f}".format),
@@ -180,6 +183,9 @@ def _cell_text(row: Mapping[str, Any], col: Column) -> str:
     mean, std, n = row[f"{col.metric}_mean"], row[f"{col.metric}_std"], row[f"{col.metric}_n"]
     if n == 0:
         return DASH
+    if col.interval:
+        low, high = row[f"{col.metric}_ci_low"], row[f"{col.metric}_ci_high"]
+        return DASH if math.isnan(low) else f"[{col.fmt(low)}, {col.fmt(high)}]"
     text = col.fmt(mean)
     if col.show_std and not math.isnan(std):
         text += f" ± {col.fmt(std)}"
@@ -190,7 +196,7 @@ def _best_rows(rows: Sequence[Mapping[str, Any]], col: Column) -> set[int]:
     """Indices of rows whose displayed mean is the best (only with two or more values)."""
     shown = {i: float(col.fmt(r[f"{col.metric}_mean"]).replace(",", ""))
              for i, r in enumerate(rows) if r[f"{col.metric}_n"] > 0}
-    if len(shown) < 2:
+    if len(shown) < 2 or col.interval:
         return set()
     best = max(shown.values()) if col.higher_better else min(shown.values())
     return {i for i, v in shown.items() if v == best}
@@ -283,8 +289,9 @@ def leaderboard_markdown(records: Sequence[Record], *, suite: str,
         return "\n".join(lines + ["_No runs recorded for this suite._", ""])
     dirty = {run_id(r) for r in records if get_path(r, "env.git_dirty")}
     lines += ["Cells are mean ± sample std (ddof=1) over the successful seeds; a single seed shows "
-              f"the mean only. **Bold** marks the best mean of a column; {DIRTY_MARK} marks a run "
-              "from a dirty git tree; \"failed\" counts failed and canceled runs.", ""]
+              "the mean only. The 95 % CI is the Student-t interval of the mean, mean ± t(0.975, n−1)·s/√n "
+              "(– with fewer than two seeds; wide with few). **Bold** marks the best mean of a column; "
+              f"{DIRTY_MARK} marks a run from a dirty git tree; \"failed\" counts failed and canceled runs.", ""]
     frame = aggregate(records)
     lines += _tables_section("Results", frame, _quality_columns(memory_metric(records)),
                              dirty=dirty)

@@ -1,0 +1,376 @@
+"""Compare two result stores cell by cell, with a seed-aware significance test and a CI gate.
+
+A cell is (task, noise, model, method id); see :func:`bench.report.markdown.cell_of`. Each
+side's successful runs of a cell are its seeds. For every metric in ``COMPARED`` the delta is
+``mean(new) - mean(baseline)`` over seeds, and its test depends on how many seeds each side has:
+
+- both sides ≥ 2 seeds: Welch's t-test on the seed-level values (no pairing by seed: seeds
+  with the same number need not be related across code versions, and Welch needs no common
+  seeds);
+- one side ≥ 2 seeds, the other 1: a prediction-interval t-test, ``t = (x - mean) /
+  (s·√(1 + 1/n))`` with ``df = n - 1`` (is the single run a plausible draw from the other
+  side's seed distribution?);
+- one seed on each side: the per-item paired test on the stored predictions
+  (``<run_id>.preds.npz``): McNemar for accuracy (its interval from the paired bootstrap), the
+  paired bootstrap for the other metrics. This ignores seed variance and says so in a warning.
+
+Prediction variants (``metrics["variants"]``) are left out: their per-item predictions are not
+stored, so a single-seed cell could not be tested, and the headline rows are what a gate guards.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.api import latest_records
+from bench.errors import BenchError, did_you_mean
+from bench.evaluate.classification import ECE_BINS
+from bench.metrics import higher_is_better
+from bench.metrics.accuracy import accuracy, macro_f1
+from bench.metrics.calibration import brier_score, expected_calibration_error, negative_log_likelihood
+from bench.report.markdown import Record, cell_of, get_path, record_value
+from bench.stats import (
+    FloatArray,
+    ItemMetric,
+    TestResult,
+    mcnemar_test,
+    pair_items,
+    paired_bootstrap,
+    prediction_test,
+    welch_test,
+)
+from bench.store import Store
+
+COMPARED = ("accuracy", "macro_f1", "ece", "nll", "brier")
+#: Metrics on a 0–1 scale: shown in %, deltas in percentage points, ``pp`` thresholds allowed.
+PROPORTIONS = ("accuracy", "macro_f1", "ece")
+#: Environment fields compared between the sides (``packages.*`` too, except the harness's own
+#: version). The git commit and dirty flag are expected to differ and are not compared.
+ENV_FIELDS = ("device", "cpu", "gpu.name", "python")
+_SKIP_PACKAGES = ("peftbench",)
+_EPS = 1e-12  # a delta computed as 0.90 - 0.91 must not count as beyond a -1 pp threshold
+
+CellKey = tuple[str, str, str, str]
+
+
+def cell_key(record: Record) -> CellKey:
+    """(task, noise label, model, method id) of a record."""
+    task, noise, _, _, model, method = cell_of(record)
+    return task, noise, model, method
+
+
+def cell_label(cell: CellKey) -> str:
+    """``task · noise · model · method``."""
+    return " · ".join(cell)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A ``--fail`` rule: a delta beyond ``limit`` (in the metric's units) in the bad direction.
+
+    Attributes:
+        metric: Metric name, one of ``COMPARED``.
+        limit: Signed limit; negative means a decrease is bad (``accuracy:-1pp`` is -0.01).
+        text: The spec as written.
+    """
+
+    metric: str
+    limit: float
+    text: str
+
+    def breached(self, delta: float) -> bool:
+        """True when ``delta`` lies strictly beyond the limit in its direction."""
+        if math.isnan(delta):
+            return False
+        return delta < self.limit - _EPS if self.limit < 0 else delta > self.limit + _EPS
+
+
+_SPEC = re.compile(r"(?P<metric>[a-z0-9_]+):(?P<sign>[+-]?)(?P<number>\d+(?:\.\d*)?|\.\d+)(?P<unit>pp)?")
+
+
+def parse_fail(spec: str) -> Threshold:
+    """Parse ``metric:[+|-]number[pp]`` (e.g. ``accuracy:-1pp``, ``ece:+0.01``, ``nll:+0.05``).
+
+    ``pp`` (percentage points) is for 0–1 metrics and is divided by 100. The sign gives the
+    bad direction; without one the metric's own bad direction is used (down for accuracy).
+
+    Raises:
+        BenchError: On a malformed spec, an unknown metric or ``pp`` on a metric not in 0–1.
+    """
+    match = _SPEC.fullmatch(spec.strip())
+    if match is None:
+        hint = "; write 'pp' for percentage points" if "%" in spec else ""
+        raise BenchError(f"malformed --fail {spec!r}: expected METRIC:[+|-]NUMBER[pp], "
+                         f"e.g. accuracy:-1pp or nll:+0.05{hint}")
+    metric, sign, number, unit = match.group("metric", "sign", "number", "unit")
+    if metric not in COMPARED:
+        raise BenchError(f"--fail {spec!r}: unknown metric '{metric}'{did_you_mean(metric, COMPARED)}")
+    if unit and metric not in PROPORTIONS:
+        raise BenchError(f"--fail {spec!r}: 'pp' is for 0–1 metrics ({', '.join(PROPORTIONS)}); "
+                         f"give {metric} in its own units")
+    value = float(number) / (100 if unit else 1)
+    bad_is_down = sign == "-" if sign else higher_is_better(metric)
+    return Threshold(metric, -value if bad_is_down else value, spec)
+
+
+@dataclass
+class Side:
+    """The successful runs of one side, by cell and seed."""
+
+    label: str
+    path: Path
+    runs: dict[CellKey, dict[int, Record]]
+
+    def records(self) -> list[Record]:
+        """All runs of this side."""
+        return [r for seeds in self.runs.values() for r in seeds.values()]
+
+    def predictions(self, record: Record) -> dict[str, Any] | None:
+        """The run's stored per-item predictions, or None when the side has none for it."""
+        rid, suite, method = record["run_id"], get_path(record, "spec.suite"), get_path(record, "spec.method.id")
+        name = f"{rid}.preds.npz"
+        # the side may be a store root, a suite folder or a method folder
+        for path in (self.path / str(suite) / str(method) / name, self.path / str(method) / name,
+                     self.path / name):
+            if path.is_file():
+                with np.load(path) as data:
+                    return {k: data[k] for k in ("ids", "labels", "probs")}
+        return None
+
+
+def load_side(path: str | Path, *, label: str, suite: str | None = None,
+              methods: Sequence[str] = ()) -> tuple[Side, list[str]]:
+    """Read one side's newest successful run per cell and seed.
+
+    Args:
+        path: A store root, a suite folder inside one or a single method folder.
+        label: ``"baseline"`` or ``"new"``, for messages.
+        suite: Keep only this suite's records.
+        methods: Keep only these method ids (all when empty).
+
+    Returns:
+        The side and warnings (a seed stored under two run ids keeps its newest run).
+
+    Raises:
+        BenchError: If the folder is missing, holds no matching successful record, or holds
+            several suites and ``suite`` is not given.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise BenchError(f"{label} {root}: no such folder")
+    records = [r for r in latest_records(Store(root).records()) if r.get("status") == "success"
+               and (suite is None or get_path(r, "spec.suite") == suite)
+               and (not methods or get_path(r, "spec.method.id") in methods)]
+    if not records:
+        wanted = ([f"suite '{suite}'"] if suite else []) + ([f"methods {', '.join(methods)}"] if methods else [])
+        raise BenchError(f"{label} {root}: no successful records" + (f" for {' and '.join(wanted)}" if wanted else ""))
+    suites = sorted({str(get_path(r, "spec.suite")) for r in records})
+    if len(suites) > 1:
+        raise BenchError(f"{label} {root} holds several suites ({', '.join(suites)}); choose one with --suite")
+    runs: dict[CellKey, dict[int, Record]] = defaultdict(dict)
+    warnings = []
+    for record in sorted(records, key=lambda r: str(r.get("finished_at"))):
+        cell, seed = cell_key(record), int(get_path(record, "spec.seed") or 0)
+        if seed in runs[cell]:
+            warnings.append(f"{label}: {cell_label(cell)} seed {seed} has several runs "
+                            f"({runs[cell][seed]['run_id']}, {record['run_id']}); using the newest")
+        runs[cell][seed] = record
+    return Side(label, root, dict(runs)), warnings
+
+
+def _env_values(records: Sequence[Record], key: str) -> set[str]:
+    return {str(v) for r in records if (v := get_path(r, f"env.{key}")) is not None}
+
+
+def env_differences(baseline: Sequence[Record], new: Sequence[Record]) -> list[str]:
+    """One line per environment field whose values differ between the sides.
+
+    Compared: ``ENV_FIELDS`` and package versions. Not compared: the git commit and dirty
+    flag (they are what a comparison is about), the platform string, thread counts, and
+    fields that one side does not record at all.
+    """
+    packages = {k for r in [*baseline, *new] for k in (get_path(r, "env.packages") or {})}
+    keys = [*ENV_FIELDS, *(f"packages.{p}" for p in sorted(packages) if p not in _SKIP_PACKAGES)]
+    lines = []
+    for key in keys:
+        old, now = _env_values(baseline, key), _env_values(new, key)
+        if old and now and old != now:
+            name = key.removeprefix("packages.")
+            lines.append(f"environments differ: {name} {', '.join(sorted(old))} (baseline) "
+                         f"vs {', '.join(sorted(now))} (new)")
+    return lines
+
+
+def _argmax_accuracy(probs: FloatArray, labels: np.ndarray[Any, Any]) -> float:
+    return accuracy(probs.argmax(axis=1), labels)
+
+
+def _argmax_macro_f1(probs: FloatArray, labels: np.ndarray[Any, Any]) -> float:
+    return macro_f1(probs.argmax(axis=1), labels, n_classes=probs.shape[1])
+
+
+def _ece(probs: FloatArray, labels: np.ndarray[Any, Any]) -> float:
+    return expected_calibration_error(probs, labels, n_bins=ECE_BINS)
+
+
+#: Each compared metric recomputed from per-item predictions, as the runner computes it.
+ITEM_METRICS: dict[str, ItemMetric] = {"accuracy": _argmax_accuracy, "macro_f1": _argmax_macro_f1, "ece": _ece,
+                                       "nll": negative_log_likelihood, "brier": brier_score}
+
+
+def item_tests(base: dict[str, Any], new: dict[str, Any], *, where: str, seed: int = 0,
+               n_resamples: int = 1000) -> dict[str, TestResult]:
+    """Per-item paired tests of two runs' predictions, one result per metric in ``ITEM_METRICS``.
+
+    Items are paired by id. Accuracy gets McNemar's p-value and the paired bootstrap's
+    interval; every other metric gets the paired bootstrap.
+
+    Raises:
+        BenchError: If the two runs were tested on different items or with different labels.
+    """
+    try:
+        order_b, order_n = pair_items(base["ids"], new["ids"])
+    except ValueError as err:
+        raise BenchError(f"{where}: {err}") from None
+    labels = np.asarray(base["labels"])[order_b]
+    differ = int(np.sum(labels != np.asarray(new["labels"])[order_n]))
+    if differ:
+        raise BenchError(f"{where}: the two sides disagree on the labels of {differ} items")
+    pb, pn = np.asarray(base["probs"], np.float64)[order_b], np.asarray(new["probs"], np.float64)[order_n]
+    out = {name: paired_bootstrap(fn, labels, pb, pn, n_resamples=n_resamples, seed=seed)
+           for name, fn in ITEM_METRICS.items()}
+    exact = mcnemar_test(pb.argmax(axis=1) == labels, pn.argmax(axis=1) == labels)
+    boot = out["accuracy"]
+    out["accuracy"] = TestResult(boot.delta, boot.ci_low, boot.ci_high, exact.p_value, exact.test)
+    return out
+
+
+def seed_test(base: Sequence[float], new: Sequence[float]) -> TestResult | None:
+    """The seed-level test for the seed counts (None when both sides have one seed)."""
+    if len(base) >= 2 and len(new) >= 2:
+        return welch_test(base, new)
+    if len(base) >= 2:
+        return prediction_test(base, new[0])
+    if len(new) >= 2:
+        return prediction_test(new, base[0], single_is_new=False)
+    return None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One cell × metric line: seed counts, means over seeds and the test of the delta."""
+
+    cell: CellKey
+    metric: str
+    n_baseline: int
+    n_new: int
+    baseline: float
+    new: float
+    result: TestResult
+
+
+@dataclass
+class Comparison:
+    """The outcome of :func:`compare`: rows, unmatched cells, gate rules and warnings."""
+
+    baseline_path: Path
+    new_path: Path
+    rows: list[Row]
+    only_baseline: list[CellKey]
+    only_new: list[CellKey]
+    thresholds: list[Threshold]
+    alpha: float
+    warnings: list[str] = field(default_factory=list)
+
+    def failures(self) -> list[tuple[Row, Threshold]]:
+        """Rows whose delta is beyond a threshold in its bad direction and significant at alpha."""
+        return [(row, t) for row in self.rows for t in self.thresholds
+                if t.metric == row.metric and t.breached(row.result.delta) and row.result.p_value < self.alpha]
+
+    def within_noise(self) -> list[tuple[Row, Threshold]]:
+        """Rows beyond a threshold whose difference is not significant (they do not fail)."""
+        return [(row, t) for row in self.rows for t in self.thresholds
+                if t.metric == row.metric and t.breached(row.result.delta) and not row.result.p_value < self.alpha]
+
+
+def _item_results(base: Side, new: Side, cell: CellKey, *, seed: int,
+                  n_resamples: int) -> tuple[dict[str, TestResult], list[str]]:
+    """Per-item tests of a cell with one run on each side (empty without stored predictions)."""
+    (b,), (n,) = base.runs[cell].values(), new.runs[cell].values()
+    pb, pn = base.predictions(b), new.predictions(n)
+    if pb is None or pn is None:
+        missing = " and ".join(s.label for s, p in ((base, pb), (new, pn)) if p is None)
+        return {}, [f"{cell_label(cell)}: one seed per side and no stored predictions ({missing}); not tested"]
+    return item_tests(pb, pn, where=cell_label(cell), seed=seed, n_resamples=n_resamples), []
+
+
+def compare_cell(base: Side, new: Side, cell: CellKey, *, seed: int = 0,
+                 n_resamples: int = 1000) -> tuple[list[Row], list[str]]:
+    """Rows (one per metric both sides report) and warnings for one cell present on both sides."""
+    items: dict[str, TestResult] = {}
+    warnings: list[str] = []
+    if len(base.runs[cell]) == 1 == len(new.runs[cell]):
+        items, warnings = _item_results(base, new, cell, seed=seed, n_resamples=n_resamples)
+    rows = []
+    for metric in COMPARED:
+        bv = [v for r in base.runs[cell].values() if (v := record_value(r, metric)) is not None]
+        nv = [v for r in new.runs[cell].values() if (v := record_value(r, metric)) is not None]
+        if not bv or not nv:
+            continue
+        delta = float(np.mean(nv) - np.mean(bv))
+        result = seed_test(bv, nv) or items.get(metric) or TestResult(delta, math.nan, math.nan, math.nan, "none")
+        # the delta shown is of the recorded metrics; an item test's own delta (float32 predictions) may differ
+        result = TestResult(delta, result.ci_low, result.ci_high, result.p_value, result.test)
+        rows.append(Row(cell, metric, len(bv), len(nv), float(np.mean(bv)), float(np.mean(nv)), result))
+    return rows, warnings
+
+
+def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, methods: Sequence[str] = (),
+            fail: Sequence[str] = (), alpha: float = 0.05, seed: int = 0, n_resamples: int = 1000) -> Comparison:
+    """Compare two stores (or suite or method folders) cell by cell.
+
+    Args:
+        baseline: The reference side.
+        new: The side under test; deltas are ``new - baseline``.
+        suite: Compare only this suite (required when a side holds several).
+        methods: Compare only these method ids (all when empty).
+        fail: Gate rules such as ``accuracy:-1pp`` (see :func:`parse_fail`).
+        alpha: Significance level of the gate.
+        seed: Random seed of the paired bootstrap.
+        n_resamples: Resamples of the paired bootstrap.
+
+    Raises:
+        BenchError: On a malformed rule, a bad alpha, or a missing or empty side.
+    """
+    thresholds = [parse_fail(spec) for spec in fail]
+    if not 0 < alpha < 1:
+        raise BenchError(f"--alpha must lie in (0, 1), got {alpha}")
+    if n_resamples < 1:
+        raise BenchError(f"--resamples must be >= 1, got {n_resamples}")
+    base_side, base_warnings = load_side(baseline, label="baseline", suite=suite, methods=methods)
+    new_side, new_warnings = load_side(new, label="new", suite=suite, methods=methods)
+    warnings = [*env_differences(base_side.records(), new_side.records()), *base_warnings, *new_warnings]
+    common = sorted(set(base_side.runs) & set(new_side.runs))
+    rows: list[Row] = []
+    single = 0
+    for cell in common:
+        cell_rows, cell_warnings = compare_cell(base_side, new_side, cell, seed=seed, n_resamples=n_resamples)
+        rows += cell_rows
+        warnings += cell_warnings
+        single += len(base_side.runs[cell]) == 1 == len(new_side.runs[cell])
+    if single:
+        warnings.append(f"{single} cell(s) have one seed per side and were tested per item (McNemar for accuracy, "
+                        "paired bootstrap otherwise): this ignores seed variance, since per-item stderr is not "
+                        "seed variance; run two or more seeds per side for a seed-aware test")
+    if not common:
+        warnings.append("no cell is present on both sides")
+    return Comparison(Path(baseline), Path(new), rows, sorted(set(base_side.runs) - set(new_side.runs)),
+                      sorted(set(new_side.runs) - set(base_side.runs)), thresholds, alpha, warnings)

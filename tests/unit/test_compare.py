@@ -1,0 +1,259 @@
+"""Tests for bench compare: matching cells, the seed-aware tests, the gate and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+from bench.compare import compare, parse_fail
+from bench.evaluate.classification import classification_metrics
+from bench.record import make_record
+from bench.store import Store
+
+N_ITEMS, N_CLASSES = 200, 3
+RESAMPLES = 200  # paired-bootstrap resamples: enough for these clear cases, and fast
+ENV = {"git_commit": "aaa", "git_dirty": False, "device": "cpu", "cpu": "AMD EPYC", "python": "3.11.7",
+       "packages": {"peftbench": "0.1.0", "torch": "2.13.0", "transformers": "4.57.1", "peft": "0.17.0"}}
+
+
+def predictions(n_correct: int, *, shift: int = 0) -> dict[str, np.ndarray]:
+    """Items 0..N-1 with labels i % 3; the first ``n_correct`` items (after rotating by ``shift``)
+    are predicted right with probability 0.8, the others wrong with 0.8 on the next class."""
+    labels = np.arange(N_ITEMS) % N_CLASSES
+    correct = np.roll(np.arange(N_ITEMS) < n_correct, shift)
+    predicted = np.where(correct, labels, (labels + 1) % N_CLASSES)
+    probs = np.full((N_ITEMS, N_CLASSES), 0.1)
+    probs[np.arange(N_ITEMS), predicted] = 0.8
+    return {"ids": np.arange(N_ITEMS) + 1000, "labels": labels, "probs": probs.astype("float32")}
+
+
+def write_run(root: Path, *, seed: int, accuracy: float, method: str = "lora", noise: float = 0.2,
+              suite: str = "s", env: dict[str, Any] | None = None, shift: int = 0) -> dict[str, Any]:
+    """Store one successful run whose metrics come from its stored predictions."""
+    preds = predictions(round(accuracy * N_ITEMS), shift=shift)
+    metrics = classification_metrics(preds["probs"].astype(np.float64), preds["labels"])
+    spec = {"suite": suite, "task": {"name": "trec"}, "noise": {"kind": "symmetric", "rate": noise},
+            "model": {"name": "minilm"}, "method": {"id": method, "name": method}, "seed": seed}
+    rid = f"{method}-{noise}-{seed}-{accuracy}"
+    record = make_record(run_id=rid, spec=spec, env=env or ENV, metrics=metrics, status="success",
+                         started_at="2025-01-01T00:00:00Z", finished_at="2025-01-01T00:01:00Z")
+    store = Store(root)
+    store.write(record)
+    store.write_predictions(suite, method, rid, preds)
+    return record
+
+
+def write_seeds(root: Path, accuracies: list[float], **kwargs: Any) -> None:
+    for seed, acc in enumerate(accuracies):
+        write_run(root, seed=seed, accuracy=acc, **kwargs)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["compare", *argv, "--resamples", str(RESAMPLES)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def rows_of(result: Any, metric: str = "accuracy") -> list[Any]:
+    return [r for r in result.rows if r.metric == metric]
+
+
+# --- the gate through the CLI --------------------------------------------------------------
+
+def test_identical_stores_exit_0_with_zero_deltas(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for side in ("base", "new"):
+        write_seeds(tmp_path / side, [0.90, 0.905, 0.91])
+        write_run(tmp_path / side, seed=0, accuracy=0.8, method="ia3")  # one seed: the per-item test
+    code, out, err = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"), "--fail", "accuracy:-1pp")
+    assert code == 0 and "gate passed" in out and "FAIL" not in out
+    result = compare(tmp_path / "base", tmp_path / "new", n_resamples=RESAMPLES)
+    assert len(result.rows) == 10  # 2 cells × 5 metrics
+    assert all(r.result.delta == 0 and r.result.p_value == 1 for r in result.rows)
+    assert {r.result.test for r in rows_of(result)} == {"welch", "mcnemar-exact"}
+    assert "tested per item" in err and "ignores seed variance" in err  # the ia3 cell
+    assert "environments differ" not in err
+
+
+def test_clearly_worse_fails_the_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_seeds(tmp_path / "base", [0.90, 0.905, 0.91])
+    write_seeds(tmp_path / "new", [0.85, 0.855, 0.86])
+    code, out, _ = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"), "--fail", "accuracy:-1pp")
+    assert code == 1
+    row = rows_of(compare(tmp_path / "base", tmp_path / "new"))[0]
+    # both sides: s = 0.005, n = 3 → se = √(2 · 0.005²/3) = 0.0040825, t = -0.05 / 0.0040825 = -12.25
+    assert row.result.delta == pytest.approx(-0.05) and row.result.test == "welch"
+    assert row.result.p_value < 0.001 and row.result.ci_high < -0.01
+    assert "gate FAILED (accuracy:-1pp; α = 0.05) in 1 case(s):" in out
+    assert "trec · symmetric-0.2 · minilm · lora: accuracy Δ -5.00 pp is beyond accuracy:-1pp and significant" in out
+    table_line = next(line for line in out.splitlines() if line.startswith("trec") and "accuracy" in line)
+    assert table_line.rstrip().endswith("FAIL")
+
+
+def test_worse_within_seed_noise_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_seeds(tmp_path / "base", [0.80, 0.95, 0.88])  # s = 0.0751
+    write_seeds(tmp_path / "new", [0.78, 0.90, 0.83])
+    code, out, _ = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"), "--fail", "accuracy:-1pp")
+    assert code == 0 and "gate passed" in out
+    assert "not failing: trec · symmetric-0.2 · minilm · lora: accuracy Δ -4.00 pp is beyond accuracy:-1pp " \
+           "but not significant" in out
+    row = rows_of(compare(tmp_path / "base", tmp_path / "new"))[0]
+    assert row.result.p_value > 0.05 and row.result.ci_low < 0 < row.result.ci_high
+
+
+def test_one_new_seed_uses_the_prediction_interval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_seeds(tmp_path / "base", [0.80, 0.95, 0.88])
+    write_run(tmp_path / "new", seed=0, accuracy=0.83)
+    code, _, _ = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"), "--fail", "accuracy:-1pp")
+    row = rows_of(compare(tmp_path / "base", tmp_path / "new"))[0]
+    # mean 0.876667, s = 0.075056; se = s·√(1 + 1/3) = 0.086667; t = -0.046667 / 0.086667 = -0.5385, df 2
+    assert code == 0 and row.result.test == "prediction" and (row.n_baseline, row.n_new) == (3, 1)
+    assert row.result.delta == pytest.approx(-0.046667, abs=1e-6)
+    assert row.result.p_value == pytest.approx(0.6444, abs=1e-3)
+    # a tight baseline makes the same drop significant
+    write_seeds(tmp_path / "tight", [0.875, 0.88, 0.875])
+    assert run_cli(capsys, str(tmp_path / "tight"), str(tmp_path / "new"), "--fail", "accuracy:-1pp")[0] == 1
+
+
+def test_worse_but_less_than_the_threshold_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_seeds(tmp_path / "base", [0.90, 0.905, 0.90])
+    write_seeds(tmp_path / "new", [0.895, 0.895, 0.89])
+    code, out, _ = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"), "--fail", "accuracy:-1pp")
+    row = rows_of(compare(tmp_path / "base", tmp_path / "new"))[0]
+    assert row.result.delta == pytest.approx(-0.008333, abs=1e-6) and row.result.p_value < 0.05  # real, but small
+    assert code == 0 and "gate passed" in out
+    assert run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"), "--fail", "accuracy:-0.5pp")[0] == 1
+
+
+def test_single_seeds_fall_back_to_the_item_test(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_run(tmp_path / "base", seed=0, accuracy=0.90)
+    write_run(tmp_path / "new", seed=0, accuracy=0.80, shift=30)
+    code, out, err = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"), "--fail", "accuracy:-1pp",
+                             "--fail", "nll:+0.05")
+    assert code == 1 and "ignores seed variance" in err
+    result = compare(tmp_path / "base", tmp_path / "new", n_resamples=RESAMPLES)
+    acc = rows_of(result)[0].result
+    # baseline right on items 0-179, new on items 30-189: only the baseline is right on 0-29 (b = 30),
+    # only the new on 180-189 (c = 10); b + c = 40 >= 25 → chi-square, (|30 - 10| - 1)² / 40 = 9.025,
+    # p = 0.0026631 (as in test_stats); delta = (c - b) / 200 = -0.10
+    assert acc.test == "mcnemar-chi2" and acc.delta == pytest.approx(-0.10)
+    assert acc.p_value == pytest.approx(0.0026631, rel=1e-4)
+    assert acc.ci_low < -0.05 < acc.ci_high < 0
+    assert rows_of(result, "nll")[0].result.test == "bootstrap"
+    # NLL: right items cost -ln 0.8 = 0.223144, wrong ones -ln 0.1 = 2.302585;
+    # 0.8·0.223144 + 0.2·2.302585 - (0.9·0.223144 + 0.1·2.302585) = 0.1·(2.302585 - 0.223144) = 0.207944
+    # p = 2/201, the add-one floor of 200 resamples: no resample had the new NLL lower
+    assert "nll Δ +0.2079 is beyond nll:+0.05 and significant at α = 0.05 (p = 0.010, bootstrap)" in out
+
+
+def test_items_or_labels_that_differ_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_run(tmp_path / "base", seed=0, accuracy=0.90)
+    record = write_run(tmp_path / "new", seed=0, accuracy=0.90)
+    preds = predictions(180)
+    Store(tmp_path / "new").write_predictions("s", "lora", record["run_id"], {**preds, "ids": preds["ids"] + 1})
+    code, _, err = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"))
+    assert code == 2 and err.startswith("error: trec · symmetric-0.2 · minilm · lora: the two sides were evaluated on "
+                                        "different items (200 vs 200 items; 1 only in the baseline, 1 only in the new)")
+    Store(tmp_path / "new").write_predictions("s", "lora", record["run_id"],
+                                              {**preds, "labels": (preds["labels"] + 1) % 3})
+    code, _, err = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"))
+    assert code == 2 and "disagree on the labels of 200 items" in err
+
+
+# --- spec parsing and user errors ----------------------------------------------------------
+
+def test_parse_fail_units_and_signs() -> None:
+    assert parse_fail("accuracy:-1pp").limit == pytest.approx(-0.01)
+    assert parse_fail("ece:+0.01").limit == pytest.approx(0.01)
+    assert parse_fail("nll:+0.05").limit == pytest.approx(0.05)
+    assert parse_fail("accuracy:2.5pp").limit == pytest.approx(-0.025)  # no sign: the metric's bad direction
+    assert parse_fail("ece:1pp").limit == pytest.approx(0.01)
+    threshold = parse_fail("accuracy:-1pp")
+    assert not threshold.breached(0.90 - 0.91)  # exactly at the limit (float noise) is not beyond it
+    assert threshold.breached(-0.0101) and not threshold.breached(0.05)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("accuracy:-1%", "malformed --fail 'accuracy:-1%': expected METRIC:[+|-]NUMBER[pp], e.g. accuracy:-1pp or "
+                     "nll:+0.05; write 'pp' for percentage points"),
+    ("accuracy", "malformed --fail 'accuracy'"),
+    ("acuracy:-1pp", "--fail 'acuracy:-1pp': unknown metric 'acuracy' (did you mean 'accuracy'?)"),
+    ("nll:+5pp", "--fail 'nll:+5pp': 'pp' is for 0–1 metrics"),
+])
+def test_bad_fail_spec_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             spec: str, message: str) -> None:
+    write_seeds(tmp_path / "base", [0.9, 0.91])
+    code, out, err = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "base"), "--fail", spec)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert err.startswith(f"error: {message}")
+
+
+def test_missing_or_empty_side_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_seeds(tmp_path / "base", [0.9])
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "nope"))
+    assert code == 2 and err == f"error: new {tmp_path / 'nope'}: no such folder\n"
+    code, _, err = run_cli(capsys, str(tmp_path / "empty"), str(tmp_path / "base"))
+    assert code == 2 and err == f"error: baseline {tmp_path / 'empty'}: no successful records\n"
+    code, _, err = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "base"), "--method", "ia3")
+    assert code == 2 and "no successful records for methods ia3" in err
+    assert run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "base"), "--alpha", "2")[0] == 2
+
+
+def test_several_suites_need_suite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_seeds(tmp_path / "base", [0.9], suite="a")
+    write_seeds(tmp_path / "base", [0.8], suite="b")
+    code, _, err = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "base"))
+    assert code == 2 and "holds several suites (a, b); choose one with --suite" in err
+    assert run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "base"), "--suite", "a")[0] == 0
+
+
+# --- environments, layouts, output ---------------------------------------------------------
+
+def test_environment_mismatch_warns_but_commit_does_not(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_seeds(tmp_path / "base", [0.9, 0.91])
+    other = {**ENV, "git_commit": "bbb", "git_dirty": True, "cpu": "Intel Xeon",
+             "packages": {**ENV["packages"], "peftbench": "0.2.0", "torch": "2.11.0"}}
+    write_seeds(tmp_path / "new", [0.9, 0.91], env=other)
+    code, _, err = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"))
+    assert code == 0
+    assert "warning: environments differ: torch 2.13.0 (baseline) vs 2.11.0 (new)" in err
+    assert "warning: environments differ: cpu AMD EPYC (baseline) vs Intel Xeon (new)" in err
+    assert "git" not in err and "peftbench" not in err and len(err.splitlines()) == 2
+
+
+def test_sides_can_be_suite_or_method_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_run(tmp_path / "base", seed=0, accuracy=0.9)
+    write_run(tmp_path / "base", seed=0, accuracy=0.8, method="ia3")
+    write_run(tmp_path / "new", seed=0, accuracy=0.9, noise=0.4)
+    write_run(tmp_path / "new", seed=0, accuracy=0.85)
+    result = compare(tmp_path / "base" / "s", tmp_path / "new" / "s" / "lora", n_resamples=RESAMPLES)
+    assert [r.cell for r in rows_of(result)] == [("trec", "symmetric-0.2", "minilm", "lora")]
+    assert rows_of(result)[0].result.test == "mcnemar-exact"  # predictions were found in both layouts
+    assert result.only_baseline == [("trec", "symmetric-0.2", "minilm", "ia3")]
+    assert result.only_new == [("trec", "symmetric-0.4", "minilm", "lora")]
+    code, out, _ = run_cli(capsys, str(tmp_path / "base" / "s"), str(tmp_path / "new" / "s" / "lora"))
+    assert code == 0
+    assert "only in baseline (not compared): trec · symmetric-0.2 · minilm · ia3" in out
+    assert "only in new (not compared): trec · symmetric-0.4 · minilm · lora" in out
+
+
+def test_markdown_output_is_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_seeds(tmp_path / "base", [0.90, 0.905, 0.91])
+    write_seeds(tmp_path / "new", [0.85, 0.855, 0.86])
+    code, out, _ = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"), "--markdown",
+                           "--fail", "accuracy:-1pp")
+    lines = out.splitlines()
+    assert code == 1 and lines[0] == "## bench compare"
+    header = lines.index("| cell | metric | seeds | baseline | new | Δ new − baseline | 95 % CI of Δ | p | test "
+                         "| gate |")
+    assert lines[header + 1] == "|:---|:---|---:|---:|---:|---:|---:|---:|:---|:---|"
+    body = lines[header + 2:header + 7]
+    assert all(line.startswith("| ") and line.endswith(" |") and line.count(" | ") == 9 for line in body)
+    assert body[0].startswith("| trec · symmetric-0.2 · minilm · lora | accuracy (%) | 3/3 | 90.50 | 85.50 "
+                              "| -5.00 pp |")
+    assert body[0].endswith("| <0.001 | welch | FAIL |")
+    assert "- gate FAILED (accuracy:-1pp; α = 0.05) in 1 case(s):" in lines
