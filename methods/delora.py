@@ -72,10 +72,15 @@ class DeloraConfig:
     """τ1(t) = t^h1 [proposed]."""
     h2: float = 1.0
     """τ2(t) = t^-h2 [proposed]."""
+    t_mode: str = "continuous"
+    """``continuous``: t = steps done / steps per epoch, from ~0, so the noisy LoRA starts held back
+    (τ2 large) and the clean one free (τ1 small); ``epoch``: t = 1-based epoch, as METHODS.md §2.2
+    proposes, which makes τ1 = τ2 = 1 for all of epoch 1. Chosen by the sweep in docs/delora.md."""
     lambda_ce: float = 1.0
     """Weight of ``L_ce`` (0: ablation)."""
-    lambda_lora: float = 1.0
-    """Weight of ``L_LoRA`` (0: ablation) [proposed]."""
+    lambda_lora: float = 0.03
+    """Weight of ``L_LoRA`` (0: ablation). METHODS.md §2.2 proposes 1; on MiniLM that held both
+    LoRAs still (Δσ 0.06 per epoch against 7.7 unconstrained). Chosen by the sweep in docs/delora.md."""
     lambda_det: float = 1.0
     """Weight of ``L_Det`` (0: ablation)."""
     ce_mode: str = "combined"
@@ -109,6 +114,7 @@ class DeloraConfig:
         if min(self.lambda_ce, self.lambda_lora, self.lambda_det) < 0 or self.lambda_ce + self.lambda_det == 0:
             raise ValueError("Invalid loss weights: need lambda_ce or lambda_det > 0, none negative")
         choices = {"ce_mode": ("combined", "separate"), "detector_targets": ("self", "gmm"),
+                   "t_mode": ("epoch", "continuous"),
                    "relabeler": RELABELERS, "classifier_init": ("fresh", "clean")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -130,16 +136,16 @@ def parameter_change(params: list[nn.Parameter], snapshot: list[torch.Tensor]) -
     return torch.sqrt(total + 1e-12)  # type: ignore[arg-type]
 
 
-def taus(epoch: int, h1: float, h2: float) -> tuple[float, float]:
-    """``(τ1, τ2) = (t^h1, t^-h2)`` at the 1-based epoch ``t``."""
-    return float(epoch) ** h1, float(epoch) ** -h2
+def taus(t: float, h1: float, h2: float) -> tuple[float, float]:
+    """``(τ1, τ2) = (t^h1, t^-h2)``."""
+    return float(t) ** h1, float(t) ** -h2
 
 
 class DetectorObjective:
     """The stage-1 loss ``λce L_ce + λlora L_LoRA + λdet L_Det``; keeps per-epoch term means."""
 
-    def __init__(self, model: nn.Module, config: DeloraConfig) -> None:
-        self.config, self.epoch = config, 1
+    def __init__(self, model: nn.Module, config: DeloraConfig, steps_per_epoch: int = 1) -> None:
+        self.config, self.epoch, self.step, self.steps_per_epoch = config, 1, 0, steps_per_epoch
         self.params = {name: adapter_parameters(model, name) for name in (CLEAN, NOISY)}
         self.snapshot = self.take_snapshot()
         self.targets: torch.Tensor | None = None
@@ -149,6 +155,13 @@ class DetectorObjective:
     def take_snapshot(self) -> dict[str, list[torch.Tensor]]:
         """Detached copies of both adapters (the start-of-epoch ``Δw^(t-1)``)."""
         return {name: [p.detach().float().clone() for p in ps] for name, ps in self.params.items()}
+
+    @property
+    def t(self) -> float:
+        """The time of the τ schedule: the 1-based epoch, or continuous epochs done (t_mode)."""
+        if self.config.t_mode == "epoch":
+            return float(self.epoch)
+        return max(self.step, 1) / self.steps_per_epoch
 
     def change(self, name: str) -> torch.Tensor:
         """``Δσ`` of adapter ``name`` since the snapshot."""
@@ -169,7 +182,7 @@ class DetectorObjective:
                 ce = F.cross_entropy(model(**inputs).logits.float(), labels)
         else:
             ce = loss_c.mean() + loss_n.mean()
-        tau1, tau2 = taus(self.epoch, c.h1, c.h2)
+        tau1, tau2 = taus(self.t, c.h1, c.h2)
         constraint = tau1 * self.change(CLEAN) + tau2 * self.change(NOISY)
         total = c.lambda_ce * ce + c.lambda_lora * constraint
         terms = {"loss_ce": ce, "loss_lora": constraint}
@@ -184,6 +197,7 @@ class DetectorObjective:
         for key, value in terms.items():
             self.sums[key] = self.sums[key] + value.detach().float().cpu()
         self.steps += 1
+        self.step += 1
         return total
 
     def epoch_means(self) -> dict[str, float]:
@@ -285,12 +299,13 @@ class DeloraAdapter:
         """Stage 1: train the detector and score the training set with it."""
         c = self.config
         model, head = _detector_model(ctx, c)
-        objective = DetectorObjective(model, c)
+        batch = ctx.train_config.batch_size
+        objective = DetectorObjective(model, c, steps_per_epoch=(len(ctx.train) + batch - 1) // batch)
         history: list[dict[str, Any]] = []
         last: list[Selection] = []
 
         def on_epoch_end(epoch: int, train_loss: float) -> None:
-            tau1, tau2 = taus(epoch, c.h1, c.h2)
+            tau1, tau2 = taus(objective.t, c.h1, c.h2)
             with torch.no_grad():
                 change = {f"delta_sigma_{name}": float(objective.change(name)) for name in (CLEAN, NOISY)}
             row: dict[str, Any] = {"detector_epoch": epoch, "detector_train_loss": train_loss, "tau1": tau1,

@@ -86,7 +86,7 @@ def _passes(model, inputs, labels):
 
 
 def test_detector_objective_matches_the_formula_in_warm_up_and_after() -> None:
-    model, objective, inputs, labels, index = _objective_batch({"warmup_epochs": 1, "lambda_lora": 0.5})
+    model, objective, inputs, labels, index = _objective_batch({"warmup_epochs": 1, "lambda_lora": 0.5, "t_mode": "epoch"})
     model.eval()
     with torch.no_grad():  # change the clean adapter since the snapshot: Δσ_c = ||δ|| = 0.3 * sqrt(n)
         clean = objective.params[CLEAN]
@@ -332,3 +332,14 @@ def test_relabel_metrics() -> None:
     assert metrics == {"n_relabelled": 3, "relabel_accuracy": pytest.approx(2 / 3)}
     assert confusion == [[0, 0, 0], [1, 1, 0], [0, 0, 1]]
     assert relabel_metrics(np.array([-1, -1]), np.array([0, 1]), 2) == ({}, [])
+
+
+def test_detector_time_is_the_epoch_or_continuous() -> None:
+    _, objective, *_ = _objective_batch({"t_mode": "epoch"})
+    objective.epoch, objective.step = 3, 50
+    assert objective.t == 3.0
+    _, objective, *_ = _objective_batch({"t_mode": "continuous"})
+    objective.steps_per_epoch = 20
+    assert objective.t == 1 / 20  # from the first step: the noisy LoRA is held back 20x
+    objective.step = 50
+    assert objective.t == 2.5
