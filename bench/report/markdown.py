@@ -25,7 +25,7 @@ DIRTY_MARK = "†"
 _ESCAPE = str.maketrans({"|": "\\|"})  # pipes would split markdown table cells
 QUALITY = ("accuracy", "macro_f1", "ece", "nll", "brier")
 DETECTION = ("precision_noisy", "recall_noisy", "f1_noisy", "precision_clean",
-             "recall_clean", "f1_clean", "auroc")
+             "recall_clean", "f1_clean", "auroc", "relabel_accuracy")
 EFFICIENCY = ("trainable_params", "total_params", "adapter_bytes", "train_wall_s", "peak_rss_gib",
               "train_samples_per_s", "eval_samples_per_s", "peak_gpu_allocated_gib")
 METRICS = QUALITY + DETECTION + EFFICIENCY
@@ -177,6 +177,7 @@ def _quality_columns(memory: str) -> list[Column]:
 DETECTION_COLUMNS = [
     Column(m, f"{m.replace('_', ' ')} (%) ↑", True, _pct) for m in DETECTION if m != "auroc"
 ] + [Column("auroc", "AUROC ↑", True, "{:.3f}".format)]
+DETECTION_COLUMNS.append(DETECTION_COLUMNS.pop(-2))  # relabel accuracy last, after AUROC
 
 
 def _cell_text(row: Mapping[str, Any], col: Column) -> str:
