@@ -86,7 +86,8 @@ def _passes(model, inputs, labels):
 
 
 def test_detector_objective_matches_the_formula_in_warm_up_and_after() -> None:
-    model, objective, inputs, labels, index = _objective_batch({"warmup_epochs": 1, "lambda_lora": 0.5, "t_mode": "epoch"})
+    config = {"warmup_epochs": 1, "lambda_lora": 0.5, "t_mode": "epoch"}
+    model, objective, inputs, labels, index = _objective_batch(config)
     model.eval()
     with torch.no_grad():  # change the clean adapter since the snapshot: Δσ_c = ||δ|| = 0.3 * sqrt(n)
         clean = objective.params[CLEAN]
