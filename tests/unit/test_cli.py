@@ -178,8 +178,8 @@ def test_validate_all_repo_suites(capsys: pytest.CaptureFixture[str],
     lines = capsys.readouterr().out.splitlines()
     names = suite_names()
     assert [line.split(":")[0] for line in lines] == [f"ok  {n}" for n in names]
-    # 1 task × 2 noise settings × 1 seed × 8 methods
-    assert "ok  noisy-text-smoke: 16 cells" in lines
+    # 1 task × 2 noise settings × 1 seed × 12 methods
+    assert "ok  noisy-text-smoke: 24 cells" in lines
 
 
 def test_validate_one_suite(tmp_path: Path, data_dir: Path,

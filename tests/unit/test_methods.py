@@ -87,12 +87,20 @@ def test_base_stays_frozen(name: str, config: dict, all_trainable: bool) -> None
         assert torch.equal(param, fresh[key]), name_
 
 
+#: Config changes for the loss test only. Delora's detector, run by a tiny random model on clean
+#: synthetic data, splits it near chance and relabels ~half the items, so the loss against the
+#: original labels rises; its classifier stage is checked here, its detector in
+#: test_noisy_methods.py (formulas) and tests/integration (detection on real TREC).
+LOSS_TEST_OVERRIDES = {"delora-nld": {"detector": False}}
+
+
 @pytest.mark.parametrize(("name", "config", "all_trainable"), METHOD_CASES)
 def test_training_lowers_the_loss(name: str, config: dict, all_trainable: bool) -> None:
     ctx = make_ctx(n_train=32, epochs=4, lr=1e-2)
     data = synthetic(32, seed=1)
     before = _loss(ctx.new_model(), data)
     entry = get_method(name)
+    config = {**config, **LOSS_TEST_OVERRIDES.get(name, {})}
     fitted = entry.adapter(build(entry.config, config, name)).fit(ctx)
     assert _loss(fitted.model, data) < before
 
