@@ -78,6 +78,8 @@ def cell_of(record: Record) -> Cell:
     label = get_path(record, "spec.noise.label")
     if not label:
         label = "clean" if kind == "none" or rate == 0 else f"{kind}-{rate:g}"
+    if kind == "none" and get_path(record, "spec.task.truth_field"):
+        label = "real noise"  # the data's own labels, scored against its gold field
     model = get_path(record, "spec.model.name") or "?"
     method = get_path(record, "spec.method.id") or get_path(record, "spec.method.name") or "?"
     return str(task), str(label), kind, rate, str(model), str(method)

@@ -268,3 +268,13 @@ def test_api_summarize_reads_the_store(tmp_path: Path) -> None:
     assert row["accuracy_ci_high"] - row["accuracy_mean"] == pytest.approx(0.0496828, abs=1e-6)
     with pytest.raises(BenchError, match="no records for suite 'other'"):
         summarize("other", results=tmp_path)
+
+
+def test_real_noise_tasks_are_not_labelled_clean() -> None:
+    from bench.report.markdown import cell_of
+
+    spec = {"task": {"name": "hausa", "truth_field": "clean_label"}, "noise": {"kind": "none", "rate": 0.0,
+            "label": "clean"}, "model": {"name": "minilm"}, "method": {"id": "lora"}}
+    assert cell_of({"spec": spec})[1] == "real noise"
+    spec["task"] = {"name": "trec"}
+    assert cell_of({"spec": spec})[1] == "clean"
