@@ -88,7 +88,9 @@ class ConfidentLearningAdapter:
 
         probs = self.out_of_sample_probs(ctx)
         labels = ctx.train.labels
-        issues = np.asarray(find_label_issues(labels, probs, filter_by=self.config.filter_by), dtype=bool)
+        # n_jobs=1: cleanlab forks worker processes by default, and a fork of a process running
+        # torch threads can deadlock (a CI run hung with a forked pytest child asleep, most likely here)
+        issues = np.asarray(find_label_issues(labels, probs, filter_by=self.config.filter_by, n_jobs=1), dtype=bool)
         quality = np.asarray(get_label_quality_scores(labels, probs), dtype=np.float64)
         keep = np.flatnonzero(~issues)
         if len(keep) == 0:
