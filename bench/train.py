@@ -295,3 +295,17 @@ def wrap_lora(model: nn.Module, *, head: Sequence[str], r: int, alpha: float, dr
         modules_to_save=list(head), **extra,
     )
     return get_peft_model(model, config)
+
+
+def new_lora_classifier(ctx: Any, config: Any, **extra: Any) -> tuple[nn.Module, list[str]]:
+    """A fresh base from ``ctx.new_model()`` wrapped with LoRA; returns the model and its head names.
+
+    ``config`` supplies ``r``, ``alpha``, ``dropout`` and ``target_modules``; ``extra`` goes to peft.
+    """
+    from bench.models import head_names
+
+    base = ctx.new_model()
+    head = head_names(base)
+    model = wrap_lora(base, head=head, r=config.r, alpha=config.alpha, dropout=config.dropout,
+                      target_modules=config.target_modules, **extra)
+    return model, head

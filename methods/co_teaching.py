@@ -27,10 +27,9 @@ from bench.adapters import selected, train_adapters
 from bench.encode import Encoded
 from bench.fitted import load_peft, val_curve_hook
 from bench.method import FitContext
-from bench.models import head_names
 from bench.noisy import gmm_clean_probability, per_sample_loss, smallest_fraction
 from bench.registry import register_method
-from bench.train import count_parameters, predict_logits, softmax, train_loop, wrap_lora
+from bench.train import count_parameters, new_lora_classifier, predict_logits, softmax, train_loop
 
 NETS = ("default", "peer")
 
@@ -118,12 +117,10 @@ class CoTeachingFitted:
 
 
 def _two_networks(ctx: FitContext, c: CoTeachingConfig) -> tuple[nn.Module, list[str]]:
-    base = ctx.new_model()
-    head = head_names(base)
-    model = wrap_lora(base, head=head, r=c.r, alpha=c.alpha, dropout=c.dropout, target_modules=c.target_modules)
+    model, head = new_lora_classifier(ctx, c)
     torch.manual_seed(ctx.seed + 1)  # the peer starts elsewhere: its own A and its own head
     model.add_adapter(NETS[1], copy.deepcopy(model.peft_config[NETS[0]]))  # type: ignore[operator, index]
-    std = float(getattr(getattr(base, "config", None), "initializer_range", 0.02))
+    std = float(getattr(getattr(model, "config", None), "initializer_range", 0.02))
     for name, param in model.named_parameters():
         if f"modules_to_save.{NETS[1]}." in name:
             with torch.no_grad():

@@ -19,9 +19,8 @@ from torch import nn
 from bench.errors import CellError
 from bench.fitted import ModelFitted, fitted_from, load_peft, val_curve_hook
 from bench.method import FitContext
-from bench.models import head_names
 from bench.registry import register_method
-from bench.train import count_parameters, predict_logits, softmax, train_loop, wrap_lora
+from bench.train import count_parameters, new_lora_classifier, predict_logits, softmax, train_loop
 
 FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given")
 
@@ -57,9 +56,7 @@ class ConfidentLearningAdapter:
 
     def _train(self, ctx: FitContext, index: NDArray[np.int64], epochs: int, seed: int, final: bool) -> nn.Module:
         c = self.config
-        base = ctx.new_model()
-        head = head_names(base)
-        model = wrap_lora(base, head=head, r=c.r, alpha=c.alpha, dropout=c.dropout, target_modules=c.target_modules)
+        model, head = new_lora_classifier(ctx, c)
         train_loop(model=model, data=ctx.train.subset(index), cfg=replace(ctx.train_config, epochs=epochs),
                    seed=seed, device=ctx.device, precision=ctx.precision, head=head,
                    pad_id=ctx.tokenizer.pad_token_id, on_epoch_end=val_curve_hook(ctx, model) if final else None,

@@ -44,7 +44,7 @@ from bench.method import FitContext
 from bench.models import head_names
 from bench.noisy import gmm_clean_probability, per_sample_loss, reverse_cross_entropy
 from bench.registry import register_method
-from bench.train import count_parameters, train_loop, wrap_lora
+from bench.train import count_parameters, new_lora_classifier, train_loop
 from methods.relabel import RELABELERS, relabel
 
 CLEAN, NOISY = "clean", "noisy"
@@ -377,9 +377,7 @@ class DeloraAdapter:
 
     def _classifier(self, ctx: FitContext, init_state: dict[str, torch.Tensor] | None) -> tuple[nn.Module, list[str]]:
         c = self.config
-        base = ctx.new_model()
-        head = head_names(base)
-        model = wrap_lora(base, head=head, r=c.r, alpha=c.alpha, dropout=c.dropout, target_modules=c.target_modules)
+        model, head = new_lora_classifier(ctx, c)
         if init_state is not None:
             _copy_lora(model, init_state)
         return model, head

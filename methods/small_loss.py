@@ -24,10 +24,9 @@ from torch import nn
 
 from bench.fitted import ModelFitted, fitted_from, load_peft, val_curve_hook
 from bench.method import FitContext
-from bench.models import head_names
 from bench.noisy import gmm_clean_probability, masked_mean, per_sample_loss, smallest_fraction
 from bench.registry import register_method
-from bench.train import train_loop, wrap_lora
+from bench.train import new_lora_classifier, train_loop
 
 
 @dataclass(frozen=True)
@@ -77,9 +76,7 @@ class SmallLossAdapter:
     def fit(self, ctx: FitContext) -> ModelFitted:
         """Warm up, then select and train; the last selection is the method's detection."""
         c = self.config
-        base = ctx.new_model()
-        head = head_names(base)
-        model = wrap_lora(base, head=head, r=c.r, alpha=c.alpha, dropout=c.dropout, target_modules=c.target_modules)
+        model, head = new_lora_classifier(ctx, c)
         keep = torch.ones(len(ctx.train), dtype=torch.bool)
         history: list[dict[str, Any]] = []
         curve = val_curve_hook(ctx, model)
