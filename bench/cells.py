@@ -9,6 +9,7 @@ from typing import Any
 from bench.config import build
 from bench.data.loaders import file_digest, find_dataset, split_file
 from bench.data.noise import NoiseSpec
+from bench.generative import GenerationTaskSpec
 from bench.registry import get_method
 from bench.suite import MethodSpec, Suite, TaskSpec, TrainConfig
 
@@ -19,7 +20,7 @@ class Cell:
 
     suite: str
     model: str
-    task: TaskSpec
+    task: TaskSpec | GenerationTaskSpec
     noise: NoiseSpec
     method: MethodSpec
     seed: int
@@ -64,12 +65,18 @@ def resolve_spec(cell: Cell, data_dir: Path) -> dict[str, Any]:
     config = build(entry.config, cell.method.config, f"{cell.suite}: methods.{cell.method.id}.config")
     noise = asdict(cell.noise)
     if cell.noise.kind == "asymmetric" and cell.noise.pair_map is None:
-        noise["pair_map"] = cell.task.pair_map  # the task's default map (METHODS.md §1.2)
+        noise["pair_map"] = getattr(cell.task, "pair_map", None)  # the task's default map (METHODS.md §1.2)
     noise["label"] = cell.noise.label()
     task = {k: v for k, v in asdict(cell.task).items() if k != "noise"}  # the cell's noise is below
+    if isinstance(cell.task, GenerationTaskSpec):
+        from bench.lm_tasks import resolve_generation_task
+
+        task.update(resolve_generation_task(cell.task, entry, data_dir))
+    else:
+        task["data_version"] = data_version(cell.task, data_dir)
     return {
         "suite": cell.suite,
-        "task": {**task, "data_version": data_version(cell.task, data_dir)},
+        "task": task,
         "noise": noise,
         "model": {"name": cell.model},
         "method": {"id": cell.method.id, "name": entry.name, "version": entry.version,

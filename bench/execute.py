@@ -85,8 +85,9 @@ def device_for(cell: Cell) -> torch.device:
 def _noise(cell: Cell, data: TaskData, train: Encoded, data_dir: Path) -> tuple[NoiseResult, NDArray[np.bool_]]:
     features = _features(cell.task, data_dir, cell.model) if cell.noise.kind == "instance" else None
     spec = cell.noise
-    if spec.kind == "asymmetric" and spec.pair_map is None and cell.task.pair_map is not None:
-        spec = type(spec)(**{**spec.__dict__, "pair_map": cell.task.pair_map})
+    task_map = getattr(cell.task, "pair_map", None)
+    if spec.kind == "asymmetric" and spec.pair_map is None and task_map is not None:
+        spec = type(spec)(**{**spec.__dict__, "pair_map": task_map})
     result = apply_noise(spec, train.labels, data.n_classes, seed=cell.seed, features=features)
     # real-noise sets: the observed labels are the data's, the truth its gold field
     truly_clean = np.asarray(result.observed == data.train.truth, dtype=bool)

@@ -16,6 +16,7 @@ import yaml
 from bench.config import apply_override, build, merge
 from bench.data.noise import NoiseSpec
 from bench.errors import BenchError, did_you_mean
+from bench.generative import GenerationTaskSpec, build_generation_task, is_generation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,7 +112,7 @@ class Suite:
     path: str
     model: ModelSpec
     train: TrainConfig
-    tasks: tuple[TaskSpec, ...]
+    tasks: tuple[TaskSpec | GenerationTaskSpec, ...]
     noise: tuple[NoiseSpec, ...]
     seeds: tuple[int, ...]
     methods: tuple[MethodSpec, ...]
@@ -209,8 +210,8 @@ def parse_suite(raw: dict[str, Any], where: str, default_name: str) -> Suite:
     if not isinstance(tasks_raw, dict) or not tasks_raw:
         raise BenchError(f"{where}: 'tasks' must be a non-empty mapping of task name -> spec")
     tasks = tuple(
-        build(TaskSpec, {"name": key, **_mapping(spec, f"{where}: tasks.{key}")},
-              f"{where}: tasks.{key}")
+        build_generation_task({"name": key, **spec}, f"{where}: tasks.{key}") if is_generation(spec)
+        else build(TaskSpec, {"name": key, **_mapping(spec, f"{where}: tasks.{key}")}, f"{where}: tasks.{key}")
         for key, spec in tasks_raw.items()
     )
     noise = tuple(
@@ -229,7 +230,10 @@ def parse_suite(raw: dict[str, Any], where: str, default_name: str) -> Suite:
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise BenchError(f"{where}: seeds must be a non-empty list of integers")
     for task in tasks:
-        if task.truth_field and any(n.kind != "none" for n in (task.noise or noise)):
+        if isinstance(task, GenerationTaskSpec):
+            if any(n.kind != "none" for n in noise):
+                raise BenchError(f"{where}: task {task.name} is a generation task; it takes noise kind none")
+        elif task.truth_field and any(n.kind != "none" for n in (task.noise or noise)):
             raise BenchError(f"{where}: task {task.name} has real noise (truth_field); use noise kind none")
     suite = Suite(
         name=str(raw.get("name", default_name)),
