@@ -1,0 +1,201 @@
+"""lm-eval task YAMLs for local data: find them, hash them, resolve their data paths.
+
+The templates live in ``suites/lm_eval/`` and read the shared data the way a user running
+lm-eval from the repository root would: ``data_files`` paths start with ``../shared/data/``.
+lm-eval resolves such paths against the working directory, so before a run every template
+is copied into a cache folder with its ``data_files`` made absolute (under the harness's data
+directory) and a ``cache_dir`` for the ``datasets`` json builder, which otherwise writes under
+``$HF_HOME``. The copy is written to a temporary folder and renamed, so a crash never leaves
+half a task folder. This module imports neither torch nor lm-eval.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from numpy.typing import NDArray
+
+from bench.data.loaders import file_digest
+from bench.encode import cache_dir
+from bench.errors import BenchError, did_you_mean
+from bench.suite import suites_dir
+
+#: Prefix of data paths in the templates; it stands for the harness's data directory.
+DATA_PREFIX = "../shared/data/"
+#: Subsamples of test items are drawn with this fixed seed (the same items for every cell).
+EVAL_SUBSAMPLE_SEED = 20250101
+
+
+def templates_dir() -> Path:
+    """``suites/lm_eval`` (or ``$PEFTBENCH_SUITES/lm_eval``)."""
+    return suites_dir() / "lm_eval"
+
+
+@dataclass(frozen=True)
+class TaskTemplate:
+    """One task YAML: its file, text and parsed config."""
+
+    name: str
+    path: Path
+    text: str
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The parsed YAML."""
+        return dict(yaml.safe_load(self.text))
+
+
+@lru_cache(maxsize=4)
+def _index(folder: Path) -> dict[str, TaskTemplate]:
+    found = {}
+    for path in sorted(folder.glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        try:
+            config = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise BenchError(f"{path}: malformed task YAML: {str(err).splitlines()[0]}") from None
+        if isinstance(config, dict) and isinstance(config.get("task"), str):
+            found[config["task"]] = TaskTemplate(config["task"], path, text)
+    return found
+
+
+def task_template(name: str, folder: Path | None = None) -> TaskTemplate:
+    """The template defining lm-eval task ``name``.
+
+    Raises:
+        BenchError: an unknown task name, with a did-you-mean.
+    """
+    index = _index(folder or templates_dir())
+    if name not in index:
+        raise BenchError(f"unknown lm-eval task '{name}' in {folder or templates_dir()}" + did_you_mean(name, index))
+    return index[name]
+
+
+def data_path(value: str, data_dir: Path) -> Path:
+    """A template's data path, made absolute: ``../shared/data/x`` and relative paths go under ``data_dir``."""
+    path = Path(value)
+    if path.is_absolute():
+        return path
+    return data_dir / (value[len(DATA_PREFIX):] if value.startswith(DATA_PREFIX) else value)
+
+
+def data_files(template: TaskTemplate, data_dir: Path) -> dict[str, Path]:
+    """Split -> absolute file of a template's ``dataset_kwargs.data_files``."""
+    files = (template.config.get("dataset_kwargs") or {}).get("data_files") or {}
+    if isinstance(files, str):
+        files = {"train": files}
+    return {str(split): data_path(str(value), data_dir) for split, value in files.items()}
+
+
+def configs_hash(names: list[str], folder: Path | None = None) -> str:
+    """sha256 over the template texts of ``names`` (file name and bytes; data files excluded)."""
+    digest = hashlib.sha256()
+    for name in sorted(set(names)):
+        template = task_template(name, folder)
+        digest.update(json.dumps([name, template.path.name, template.text]).encode())
+    return digest.hexdigest()[:16]
+
+
+def eval_data_version(names: list[str], data_dir: Path, folder: Path | None = None) -> list[str]:
+    """``<folder>/<file>:<digest>`` of every data file the named tasks read.
+
+    Raises:
+        BenchError: when a data file is missing.
+    """
+    out = []
+    for name in names:
+        for path in data_files(task_template(name, folder), data_dir).values():
+            if not path.exists():
+                raise BenchError(f"lm-eval task '{name}': data file {path} does not exist")
+            out.append(f"{path.parent.name}/{path.name}:{file_digest(path)[:16]}")
+    return out
+
+
+def _resolved_config(template: TaskTemplate, data_dir: Path, datasets_cache: Path) -> dict[str, Any]:
+    config = template.config
+    kwargs = dict(config.get("dataset_kwargs") or {})
+    if "data_files" in kwargs:
+        kwargs["data_files"] = {split: str(path) for split, path in data_files(template, data_dir).items()}
+        kwargs.setdefault("cache_dir", str(datasets_cache))
+    if kwargs:
+        config["dataset_kwargs"] = kwargs
+    return config
+
+
+def resolve_tasks(names: list[str], data_dir: Path, *, folder: Path | None = None, out: Path | None = None) -> Path:
+    """Write the named task templates with absolute data paths into a cache folder; return it.
+
+    The folder is ``<cache>/lm_eval/tasks/<hash>`` (hash of templates and data directory), so
+    a second run reuses it; it is built in a temporary folder and renamed into place.
+    """
+    templates = [task_template(n, folder) for n in sorted(set(names))]
+    key = hashlib.sha256(json.dumps([str(data_dir.resolve()), [(t.name, t.text) for t in templates]]).encode())
+    root = out or cache_dir() / "lm_eval" / "tasks"
+    target = root / key.hexdigest()[:16]
+    if target.is_dir():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".resolving-", dir=root))
+    try:
+        for template in templates:
+            config = _resolved_config(template, data_dir.resolve(), cache_dir() / "hf_datasets")
+            (tmp / template.path.name).write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        os.replace(tmp, target)
+    except OSError:
+        if not target.is_dir():  # another process renamed its copy first: theirs is the same
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def count_test_items(name: str, data_dir: Path, folder: Path | None = None) -> int:
+    """Number of items in a task's test split (non-empty lines of its JSONL file)."""
+    template = task_template(name, folder)
+    split = str(template.config.get("test_split") or "test")
+    path = data_files(template, data_dir).get(split)
+    if path is None:
+        raise BenchError(f"lm-eval task '{name}': no data file for its test split '{split}'")
+    with open(path, encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def subsample(n_items: int, max_items: int | None) -> NDArray[np.int64] | None:
+    """Sorted indices of a seeded subsample of ``max_items`` out of ``n_items`` (None: all items)."""
+    if max_items is None or max_items >= n_items:
+        return None
+    rng = np.random.default_rng(EVAL_SUBSAMPLE_SEED)
+    return np.sort(rng.permutation(n_items)[:max_items]).astype(np.int64)
+
+
+def resolve_generation_task(task: Any, method: Any, data_dir: Path) -> dict[str, Any]:
+    """Spec fields of a generation task (data digests, task-config hash); checks the method supports it.
+
+    ``task`` is a :class:`bench.generative.GenerationTaskSpec`, ``method`` a registry entry.
+
+    Raises:
+        BenchError: a method without generation support, unknown lm-eval tasks, missing data.
+    """
+    kinds = getattr(method.adapter, "kinds", ("classification",))
+    if "generation" not in kinds:
+        raise BenchError(f"method '{method.name}' does not train causal LMs yet (supports: {', '.join(kinds)}); "
+                         f"task '{task.name}' is a generation task")
+    from bench.data.loaders import find_dataset, split_file
+
+    folder = find_dataset(task.dataset, data_dir)
+    train = split_file(folder, task.train_split)
+    if train is None:
+        raise BenchError(f"{folder}: no split '{task.train_split}'")
+    names = [e.task for e in task.evals]
+    digests = [f"{folder.name}/{train.name}:{file_digest(train)[:16]}", *eval_data_version(names, data_dir)]
+    return {"data_version": ",".join(sorted(set(digests))), "lm_eval_tasks_hash": configs_hash(names)}
