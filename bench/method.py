@@ -31,7 +31,7 @@ class FitContext:
     task: str
     """Task name, e.g. ``trec``."""
     kind: str
-    """``classification`` (generation arrives with the generative suites)."""
+    """``classification`` or ``generation`` (a causal LM fine-tuned on prompt -> answer pairs)."""
     label_names: list[str]
     new_model: Callable[[], nn.Module]
     """A fresh base model each call: pretrained body, head initialised from the seed."""
@@ -50,6 +50,10 @@ class FitContext:
     progress: Progress
     train_texts: tuple[str, ...] = field(default=(), repr=False)
     """Raw texts of the training items, in ``train`` order (for plug-ins that read text)."""
+    train_targets: tuple[NDArray[np.bool_], ...] = field(default=(), repr=False)
+    """Generation: per training item, True on the tokens that carry the loss (the answer)."""
+    val_targets: tuple[NDArray[np.bool_], ...] = field(default=(), repr=False)
+    """Generation: the same for the validation items."""
 
     @property
     def n_classes(self) -> int:
