@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bench.causal_fit import CausalFitted, fit_causal_lora, load_causal
 from bench.fitted import ModelFitted, fitted_from, load_converted, load_peft, save_initial, val_curve_hook
 from bench.method import FitContext
 from bench.models import head_names
@@ -71,14 +72,23 @@ def _convert(model: Any, initial: tempfile.TemporaryDirectory[str], ctx: FitCont
 
 @register_method("lora", config=LoraConfig, version="1")
 class LoraAdapter:
-    """Fine-tune a peft LoRA adapter (of any variant) and the classification head with CE."""
+    """Fine-tune a peft LoRA adapter (of any variant) and the classification head with CE.
+
+    On a generation task the adapter trains a causal LM on the answer tokens (``bench.causal_fit``).
+    """
+
+    kinds = ("classification", "generation")
 
     def __init__(self, config: LoraConfig) -> None:
         self.config = config
 
-    def fit(self, ctx: FitContext) -> ModelFitted:
+    def fit(self, ctx: FitContext) -> ModelFitted | CausalFitted:
         """Wrap, train with the shared loop, return the fitted model."""
         c = self.config
+        if ctx.kind == "generation":
+            extra = {**VARIANTS[c.variant], **c.peft_options}
+            return fit_causal_lora(ctx, r=c.r, alpha=c.alpha, dropout=c.dropout, target_modules=c.target_modules,
+                                   rewrites_base=c.variant in REWRITES_BASE, **extra)
         base = ctx.new_model()
         head = head_names(base)
         model = wrap_lora(base, head=head, r=c.r, alpha=c.alpha, dropout=c.dropout, target_modules=c.target_modules,
@@ -89,6 +99,8 @@ class LoraAdapter:
                    on_epoch_end=val_curve_hook(ctx, model), progress=ctx.progress)
         return fitted_from(model, ctx) if initial is None else _convert(model, initial, ctx)
 
-    def load(self, ctx: FitContext, directory: Path) -> ModelFitted:
+    def load(self, ctx: FitContext, directory: Path) -> ModelFitted | CausalFitted:
         """Load the saved adapter and head onto a fresh (original) base."""
+        if ctx.kind == "generation":
+            return load_causal(ctx, directory)
         return fitted_from(load_peft(ctx.new_model(), directory), ctx)
