@@ -26,6 +26,7 @@ from bench.evaluate.classification import (
     relabel_metrics,
     selection_curves,
 )
+from bench.generative import GenerationTaskSpec
 from bench.profile import Phase
 from bench.record import make_record, run_id
 from bench.store import Store
@@ -85,6 +86,10 @@ def _split_diagnostics(diagnostics: dict[str, Any]) -> tuple[dict[str, Any], dic
 
 def run_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progress: Any) -> dict[str, Any]:
     """Execute one cell and return its record (success, or failed with the reason)."""
+    if isinstance(cell.task, GenerationTaskSpec):
+        from bench.execute_generation import run_generation_cell
+
+        return run_generation_cell(cell, spec, rid, data_dir, progress)
     curves: dict[str, list[Any]] = {}
 
     def log(row: dict[str, Any]) -> None:
@@ -189,6 +194,11 @@ def _run_one(cell: Cell, spec: dict[str, Any], rid: str, store: Store, data_dir:
     if record["status"] == "success":
         summary.ran.append(rid)
         m = record["metrics"]
+        if isinstance(cell.task, GenerationTaskSpec):
+            from bench.execute_generation import summary_line
+
+            echo(f"{tag} {cell.label}: {summary_line(m)} ({seconds:.0f} s, {rid})")
+            return
         echo(f"{tag} {cell.label}: accuracy {100 * m['accuracy']:.2f}%, ECE {100 * m['ece']:.2f}% "
              f"({seconds:.0f} s, {rid})")
     else:

@@ -1,0 +1,161 @@
+"""Executing one generation cell in process: SFT data, causal base, fit, lm-eval, reload check, record.
+
+The runner hands every cell whose task is a :class:`~bench.generative.GenerationTaskSpec`
+here. The record has the classification record's shape: metrics are flat,
+``<eval name>_<metric>`` (``gsm8k_exact_match_strict_match``, ``mmlu_5shot_acc``,
+``mmlu_5shot_ece``), efficiency adds ``eval_<name>_wall_s`` per evaluation and generation
+throughput, and diagnostics hold lm-eval's version and the task configs' hash.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench import execute
+from bench.causal_fit import CausalFitted, reload_check
+from bench.causal_models import causal_base, load_causal_tokenizer
+from bench.cells import Cell
+from bench.config import build
+from bench.encode import Encoded
+from bench.env import environment
+from bench.errors import BenchError, CellError
+from bench.evaluate.generation import evaluate_model, per_item
+from bench.generative import GenerationTaskSpec
+from bench.method import FitContext
+from bench.profile import Phase
+from bench.record import make_record
+from bench.registry import get_method
+from bench.sft import Pairs, SftData, encode_pairs, load_pairs
+from bench.train import resolve_precision
+
+#: Validation items the reload check compares next-token probabilities on.
+RELOAD_ITEMS = 2
+#: Per-eval figures that describe the evaluation rather than score the model (kept in diagnostics).
+EVAL_INFO = ("n_items", "num_fewshot")
+
+
+@lru_cache(maxsize=4)
+def _pairs(spec: GenerationTaskSpec, data_dir: Path) -> tuple[Pairs, Pairs]:
+    return load_pairs(spec, data_dir)
+
+
+@lru_cache(maxsize=4)
+def _encoded(spec: GenerationTaskSpec, data_dir: Path, model: str) -> tuple[SftData, SftData]:
+    tokenizer = load_causal_tokenizer(model)
+    return tuple(encode_pairs(p, tokenizer, max_length=spec.max_length, chat=spec.chat_template,  # type: ignore[return-value]
+                              system=spec.system_prompt) for p in _pairs(spec, data_dir))
+
+
+def _as_encoded(data: SftData) -> Encoded:
+    return Encoded(data.input_ids, np.zeros(len(data), np.int64), data.ids)
+
+
+@dataclass
+class GenerationSetup:
+    """What :func:`setup` prepared for a generation cell."""
+
+    task: GenerationTaskSpec
+    train: SftData
+    val: SftData
+    ctx: FitContext
+    method: Any
+
+
+def setup(cell: Cell, data_dir: Path, log: Any, progress: Any) -> GenerationSetup:
+    """Load the SFT data and the causal base; build the method and its FitContext."""
+    task = cell.task
+    if not isinstance(task, GenerationTaskSpec):
+        raise CellError(f"{task.name}: not a generation task")
+    train, val = _encoded(task, data_dir, cell.model)
+    device = execute.device_for(cell)
+    precision = resolve_precision(cell.train.precision, device)
+    base = causal_base(cell.model, precision)
+    entry = get_method(cell.method.method)
+    method = entry.adapter(build(entry.config, cell.method.config, f"methods.{cell.method.id}.config"))
+    prompts = dict(zip(_pairs(task, data_dir)[0].ids.tolist(), _pairs(task, data_dir)[0].prompts, strict=True))
+    ctx = FitContext(
+        task=task.name, kind="generation", label_names=[], new_model=lambda: base.new().to(device),
+        tokenizer=load_causal_tokenizer(cell.model), train=_as_encoded(train), val=_as_encoded(val),
+        train_config=cell.train, seed=cell.seed, device=device, precision=precision, log=log, progress=progress,
+        train_texts=tuple(prompts[int(i)] for i in train.ids), train_targets=tuple(train.target_masks),
+        val_targets=tuple(val.target_masks),
+    )
+    return GenerationSetup(task, train, val, ctx, method)
+
+
+def _flatten(evals: dict[str, dict[str, float]]) -> tuple[dict[str, float], dict[str, Any]]:
+    metrics, info = {}, {}
+    for name, values in evals.items():
+        info[name] = {k: v for k, v in values.items() if k in EVAL_INFO}
+        metrics.update({f"{name}_{k}": v for k, v in values.items() if k not in EVAL_INFO})
+    return metrics, info
+
+
+def _evaluate(s: GenerationSetup, fitted: CausalFitted, data_dir: Path) -> tuple[dict[str, Any], ...]:
+    with Phase("eval", s.ctx.device) as phase:
+        with torch.no_grad():
+            result = evaluate_model(fitted.model, fitted.tokenizer, s.task.evals, data_dir,
+                                    quiet=s.ctx.progress is None)
+    metrics, info = _flatten(result["evals"])
+    efficiency = {**phase.figures, **result["efficiency"]}
+    diagnostics = {"lm_eval": result["lm_eval"], "evals": info, "n_truncated": s.train.n_truncated}
+    arrays = {k: v for spec in s.task.evals for k, v in per_item(result["results"][spec.name], spec).items()}
+    return metrics, efficiency, diagnostics, arrays
+
+
+def run_generation_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progress: Any) -> dict[str, Any]:
+    """Execute one generation cell and return its record (success, or failed with the reason)."""
+    from bench.runner import _now, _overall_peaks, _train_figures
+
+    curves: dict[str, list[Any]] = {}
+
+    def log(row: dict[str, Any]) -> None:
+        for key, value in row.items():
+            curves.setdefault(key, []).append(value)
+
+    device = execute.device_for(cell)
+    common = {"run_id": rid, "spec": spec, "env": environment(str(device)), "started_at": _now()}
+    efficiency: dict[str, Any] = {}
+    try:
+        with Phase("setup", device) as phase:
+            s = setup(cell, data_dir, log, progress)
+        efficiency.update(phase.figures)
+        with Phase("train", device) as phase:
+            fitted, stats = execute.fit(s)  # type: ignore[arg-type]
+        if not isinstance(fitted, CausalFitted):
+            raise CellError(f"method '{cell.method.method}' returned {type(fitted).__name__}, not a CausalFitted")
+        efficiency.update(phase.figures, **_train_figures(stats))
+        metrics, eval_figures, diagnostics, arrays = _evaluate(s, fitted, data_dir)
+        efficiency.update(eval_figures)
+        items = s.val if len(s.val) else s.train
+        items = SftData(items.input_ids[:RELOAD_ITEMS], items.target_masks[:RELOAD_ITEMS], items.ids[:RELOAD_ITEMS])
+        with Phase("reload", device) as phase:
+            reload = reload_check(fitted, lambda folder: s.method.load(s.ctx, folder), items)
+        efficiency.update(phase.figures, adapter_bytes=reload["adapter_bytes"],
+                          trainable_params=fitted.trainable_parameters(), total_params=fitted.total_parameters())
+        metrics["reload_max_abs_diff"] = reload["reload_max_abs_diff"]
+        efficiency.update(_overall_peaks(efficiency))
+        record = make_record(**common, metrics=metrics, efficiency=efficiency, status="success", curves=curves,
+                             diagnostics=diagnostics, finished_at=_now())
+        record["_predictions"] = arrays
+        return record
+    except (CellError, BenchError) as err:
+        error = str(err)
+    except Exception as err:  # a bug in a method must not stop the suite or lose other results
+        error = f"{type(err).__name__}: {err} | " + traceback.format_exc(limit=-3).replace("\n", " ")
+    return make_record(**common, efficiency=efficiency, status="failed", error=error, curves=curves,
+                       finished_at=_now())
+
+
+def summary_line(metrics: dict[str, Any]) -> str:
+    """The runner's one-line result of a generation cell: every evaluation's headline metrics."""
+    keys = [k for k in metrics if k.endswith(("_exact_match_strict_match", "_exact_match_flexible_extract",
+                                              "_acc", "_ece"))]
+    return ", ".join(f"{k} {100 * metrics[k]:.2f}%" for k in keys) or "no metrics"
