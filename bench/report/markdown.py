@@ -295,12 +295,19 @@ def leaderboard_markdown(records: Sequence[Record], *, suite: str,
               "the mean only. The 95 % CI is the Student-t interval of the mean, mean ± t(0.975, n−1)·s/√n "
               "(– with fewer than two seeds; wide with few). **Bold** marks the best mean of a column; "
               f"{DIRTY_MARK} marks a run from a dirty git tree; \"failed\" counts failed and canceled runs.", ""]
-    frame = aggregate(records)
-    lines += _tables_section("Results", frame, _quality_columns(memory_metric(records)),
-                             dirty=dirty)
-    if any(record_value(r, m) is not None for r in records if is_success(r) for m in DETECTION):
+    from bench.report.generation import generation_section, is_generation
+
+    generation = [r for r in records if is_generation(r)]
+    classification = [r for r in records if not is_generation(r)]
+    if classification:
+        frame = aggregate(classification)
+        lines += _tables_section("Results", frame, _quality_columns(memory_metric(classification)),
+                                 dirty=dirty)
+    if any(record_value(r, m) is not None for r in classification if is_success(r) for m in DETECTION):
         lines += _tables_section("Noisy-label detection", frame, DETECTION_COLUMNS,
                                  dirty=dirty, require=DETECTION)
+    if generation:
+        lines += generation_section(generation, dirty=dirty)
     if figures:
         lines += ["## Plots", ""] + [f"![{f.rsplit('.', 1)[0]}]({f})" for f in figures] + [""]
     lines += _failed_section(records)

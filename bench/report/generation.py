@@ -1,0 +1,92 @@
+"""The leaderboard's generation section: lm-eval scores of causal-LM runs, one table per task.
+
+A generation record's metrics are flat, ``<eval name>_<metric>``; the evaluations of a task
+come from its spec (``spec.task.evals``), so the columns follow the suite: GSM8K exact match
+(strict and flexible extraction), MMLU accuracy and ECE per n-shot setting, then cost.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from bench.report.markdown import (
+    Column,
+    Record,
+    _pct,
+    _table,
+    cell_of,
+    cell_sort_key,
+    get_path,
+    is_success,
+    record_value,
+    run_id,
+)
+from bench.stats import summarize_seeds
+
+#: Headline metrics of an evaluation, in column order: (metric suffix, header, higher is better).
+HEADLINE = (("exact_match_strict_match", "EM strict", True), ("exact_match_flexible_extract", "EM flexible", True),
+            ("acc", "acc", True), ("ece", "ECE", False))
+COST = [
+    Column("trainable_params", "trainable params ↓", False, "{:,.0f}".format, False),
+    Column("train_tokens_per_s", "train tokens/s ↑", True, "{:,.1f}".format),
+    Column("gen_tokens_per_s", "gen tokens/s ↑", True, "{:,.1f}".format),
+    Column("eval_wall_s", "eval wall (s) ↓", False, "{:,.0f}".format),
+]
+
+
+def is_generation(record: Record) -> bool:
+    """True for a record of a generation task."""
+    return bool(get_path(record, "spec.task.kind") == "generation")
+
+
+def _eval_names(records: Sequence[Record]) -> list[str]:
+    names: dict[str, None] = {}
+    for record in records:
+        for entry in get_path(record, "spec.task.evals") or []:
+            if isinstance(entry, dict) and entry.get("name"):
+                names[str(entry["name"])] = None
+    return list(names)
+
+
+def _columns(records: Sequence[Record]) -> list[Column]:
+    ok = [r for r in records if is_success(r)]
+    columns = []
+    for name in _eval_names(records):
+        for suffix, header, higher in HEADLINE:
+            metric = f"{name}_{suffix}"
+            if any(record_value(r, metric) is not None for r in ok):
+                arrow = "↑" if higher else "↓"
+                columns.append(Column(metric, f"{name} {header} (%) {arrow}", higher, _pct))
+    return columns + COST
+
+
+def _row(cell: tuple[Any, ...], records: Sequence[Record], columns: Sequence[Column]) -> dict[str, Any]:
+    ok = sorted((r for r in records if is_success(r)), key=run_id)
+    row: dict[str, Any] = {"task": cell[0], "model": cell[4], "method": cell[5], "n": len(ok),
+                           "n_failed": len(records) - len(ok), "run_ids": tuple(run_id(r) for r in ok)}
+    for col in columns:
+        values = [v for r in ok if (v := record_value(r, col.metric)) is not None]
+        s = summarize_seeds(values)
+        row.update({f"{col.metric}_mean": s.mean, f"{col.metric}_std": s.std, f"{col.metric}_n": len(values),
+                    f"{col.metric}_ci_low": s.ci_low, f"{col.metric}_ci_high": s.ci_high})
+    return row
+
+
+def generation_section(records: Sequence[Record], *, dirty: set[str]) -> list[str]:
+    """Markdown lines: ``## Generation`` with one table per task (mean ± std over seeds)."""
+    by_task: dict[str, dict[tuple[Any, ...], list[Record]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        cell = cell_of(record)
+        by_task[cell[0]][cell].append(record)
+    lines = ["## Generation", "",
+             "lm-eval scores of the fine-tuned causal LMs (exact match and accuracy in %, ECE with 15 "
+             "equal-width bins over the softmax of the choice loglikelihoods).", ""]
+    for task in sorted(by_task):
+        cells = by_task[task]
+        columns = _columns([r for group in cells.values() for r in group])
+        rows = [_row(cell, cells[cell], columns) for cell in sorted(cells, key=cell_sort_key)]
+        show_model = len({r["model"] for r in rows}) > 1
+        lines += [f"### {task}", "", *_table(rows, columns, show_model=show_model, dirty=dirty), ""]
+    return lines
