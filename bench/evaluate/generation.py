@@ -31,6 +31,8 @@ from bench.metrics.calibration import brier_score, expected_calibration_error, n
 #: ``simple_evaluate`` seeds (lm-eval's defaults, written out so that they are part of the record).
 LM_EVAL_SEEDS = {"random_seed": 0, "numpy_random_seed": 1234, "torch_random_seed": 1234,
                  "fewshot_random_seed": 1234}
+#: dtype of lm-eval's log-softmax over the vocabulary (HFLM ``softmax_dtype``).
+SOFTMAX_DTYPE = "float32"
 
 
 @dataclass
@@ -71,12 +73,15 @@ def make_lm(model: Any, tokenizer: Any, *, batch_size: int, quiet: bool = False)
     """An ``HFLM`` over an in-memory model (a peft model included).
 
     No autocast: the model computes in its own dtype (bf16 weights for bf16 precision), as it
-    does when lm-eval loads the same weights itself, so the two give the same numbers.
-    ``quiet`` turns off lm-eval's per-request progress bars.
+    does when lm-eval loads the same weights itself, so the two give the same numbers. The
+    log-softmax over the vocabulary is taken in fp32 (``softmax_dtype``): in bf16 the choice
+    loglikelihoods come out rounded to a few bits (-2.25, -7.0625), which ties choices and
+    coarsens the probabilities that ECE is computed from. ``quiet`` turns off lm-eval's
+    per-request progress bars.
     """
     from lm_eval.models.huggingface import HFLM
 
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, softmax_dtype=SOFTMAX_DTYPE)
     if quiet:
         for name in ("loglikelihood", "loglikelihood_rolling", "generate_until"):
             setattr(lm, name, partial(getattr(lm, name), disable_tqdm=True))
