@@ -47,10 +47,10 @@ def direct(folder: Path, spec: EvalSpec, data_dir: Path) -> tuple[dict[str, floa
     seeds = ",".join(str(LM_EVAL_SEEDS[k]) for k in ("random_seed", "numpy_random_seed", "torch_random_seed",
                                                      "fewshot_random_seed"))
     with tempfile.TemporaryDirectory(prefix="peftbench-parity-") as tmp:
-        command = [str(Path(sys.executable).parent / "lm_eval"), "run", "--model", "hf", "--model_args",
-                   f"pretrained={folder},dtype=bfloat16,softmax_dtype={SOFTMAX_DTYPE}", "--device", "cpu", "--include_path", str(tasks_dir),
-                   "--tasks", spec.task, "--batch_size", str(spec.batch_size), "--seed", seeds,
-                   "--log_samples", "--output_path", tmp]
+        model_args = f"pretrained={folder},dtype=bfloat16,softmax_dtype={SOFTMAX_DTYPE}"
+        command = [str(Path(sys.executable).parent / "lm_eval"), "run", "--model", "hf", "--model_args", model_args,
+                   "--device", "cpu", "--include_path", str(tasks_dir), "--tasks", spec.task,
+                   "--batch_size", str(spec.batch_size), "--seed", seeds, "--log_samples", "--output_path", tmp]
         if spec.num_fewshot is not None:
             command += ["--num_fewshot", str(spec.num_fewshot)]
         if indices is not None:
@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     differ = sum(1 for key in a if a[key] != b.get(key))
     print(f"task {args.task}, {args.num_fewshot}-shot, {int(ours.get('n_items', 0))} items")
     for key in sorted(set(ours) | set(theirs)):
-        print(f"  {key:32s} harness {ours.get(key, float('nan')):.6f}   lm_eval CLI {theirs.get(key, float('nan')):.6f}")
+        nan = float("nan")
+        print(f"  {key:32s} harness {ours.get(key, nan):.6f}   lm_eval CLI {theirs.get(key, nan):.6f}")
     print(f"  per-item responses differing: {differ} of {len(a)} (CLI logged {len(b)})")
     print(f"  wall: harness {our_s:.1f} s (model in memory), lm_eval CLI {their_s:.1f} s (incl. model load)")
     return 0
