@@ -50,6 +50,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     if what in ("all", "models"):
         print("models:   minilm (embedded), random:tiny-bert, random:minilm-shape, "
               "or any HF model name / local folder")
+        print("          generation tasks: smollm2 (embedded), random:tiny-llama, random:smollm2-shape, "
+              "or any HF causal LM name / local folder")
     return 0
 
 
