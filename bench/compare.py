@@ -142,6 +142,8 @@ class Side:
                      self.path / name):
             if path.is_file():
                 with np.load(path) as data:
+                    if not {"ids", "labels", "probs"} <= set(data.files):
+                        return None  # a generation run's per-item arrays: no class probabilities
                     return {k: data[k] for k in ("ids", "labels", "probs")}
         return None
 

@@ -5,6 +5,10 @@ problems, 2 GSM8K test problems at 32 new tokens, 20 MMLU questions 0-shot) so t
 near a minute; the numbers are checked for sanity, not against a baseline: 16 SFT steps on a
 135M model barely move MMLU, which stays near the base model's 0-shot accuracy on these
 questions (measured with the parity tool, docs/generative.md).
+
+Measured: 79 s with one torch thread on a 2-core CPU shared with two training jobs. Under
+pytest the integration tier uses every core (tests/conftest.py); on that loaded machine two
+threads made it run past 4 minutes, so time it on an idle machine.
 """
 
 from __future__ import annotations

@@ -102,3 +102,5 @@ def test_run_and_report_a_generation_suite(tmp_path: Path, capsys: pytest.Captur
     assert "| method | gsm8k EM strict (%) ↑ | gsm8k EM flexible (%) ↑ | mmlu_0shot acc (%) ↑ | mmlu_0shot ECE (%) ↓" \
         in board
     assert record["run_id"] in board
+    # bench compare reads generation records without crashing (it does not score them yet)
+    assert main(["compare", str(results), str(results)]) == 0
