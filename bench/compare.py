@@ -289,16 +289,52 @@ class Comparison:
     thresholds: list[Threshold]
     alpha: float
     warnings: list[str] = field(default_factory=list)
+    correction: str = "holm"
+    """``holm`` (Holm–Bonferroni over the gated tests, the default) or ``none``."""
+
+    def gated_p_values(self) -> dict[int, float]:
+        """The p-value each gated row is judged by, keyed by ``id(row)``.
+
+        The family is every row whose metric has a ``--fail`` rule and that got a test. A
+        gate over 24 cells at α = 0.05 without correction would fire on an unchanged tree
+        about once in two runs; Holm's step-down adjustment keeps that chance at most α.
+        """
+        gated = {t.metric for t in self.thresholds}
+        family = [row for row in self.rows if row.metric in gated and math.isfinite(row.result.p_value)]
+        if self.correction == "none":
+            return {id(row): row.result.p_value for row in family}
+        return dict(zip((id(row) for row in family), holm_adjust([row.result.p_value for row in family]),
+                        strict=True))
+
+    def _judged(self, significant: bool) -> list[tuple[Row, Threshold]]:
+        p = self.gated_p_values()
+        return [(row, t) for row in self.rows for t in self.thresholds
+                if t.metric == row.metric and t.breached(row.result.delta)
+                and (p.get(id(row), math.nan) < self.alpha) == significant]
 
     def failures(self) -> list[tuple[Row, Threshold]]:
-        """Rows whose delta is beyond a threshold in its bad direction and significant at alpha."""
-        return [(row, t) for row in self.rows for t in self.thresholds
-                if t.metric == row.metric and t.breached(row.result.delta) and row.result.p_value < self.alpha]
+        """Rows whose delta is beyond a threshold in its bad direction and significant at alpha (adjusted)."""
+        return self._judged(True)
 
     def within_noise(self) -> list[tuple[Row, Threshold]]:
         """Rows beyond a threshold whose difference is not significant (they do not fail)."""
-        return [(row, t) for row in self.rows for t in self.thresholds
-                if t.metric == row.metric and t.breached(row.result.delta) and not row.result.p_value < self.alpha]
+        return self._judged(False)
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the input order.
+
+    Sorted ascending, the i-th smallest (0-based) of m gets ``max_{j<=i} min(1, (m - j) p_(j))``;
+    rejecting where the adjusted p < α controls the family-wise error rate at α.
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def _item_results(base: Side, new: Side, cell: CellKey, *, seed: int,
@@ -334,7 +370,8 @@ def compare_cell(base: Side, new: Side, cell: CellKey, *, seed: int = 0,
 
 
 def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, methods: Sequence[str] = (),
-            fail: Sequence[str] = (), alpha: float = 0.05, seed: int = 0, n_resamples: int = 1000) -> Comparison:
+            fail: Sequence[str] = (), alpha: float = 0.05, seed: int = 0, n_resamples: int = 1000,
+            correction: str = "holm") -> Comparison:
     """Compare two stores (or suite or method folders) cell by cell.
 
     Args:
@@ -346,6 +383,8 @@ def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, 
         alpha: Significance level of the gate.
         seed: Random seed of the paired bootstrap.
         n_resamples: Resamples of the paired bootstrap.
+        correction: ``holm`` adjusts the gated p-values for the number of gated tests; ``none``
+            judges each on its own (a many-cell gate then fires on seed noise alone).
 
     Raises:
         BenchError: On a malformed rule, a bad alpha, or a missing or empty side.
@@ -353,6 +392,8 @@ def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, 
     thresholds = [parse_fail(spec) for spec in fail]
     if not 0 < alpha < 1:
         raise BenchError(f"--alpha must lie in (0, 1), got {alpha}")
+    if correction not in ("holm", "none"):
+        raise BenchError(f"--correction must be holm or none, got {correction!r}")
     if n_resamples < 1:
         raise BenchError(f"--resamples must be >= 1, got {n_resamples}")
     base_side, base_warnings = load_side(baseline, label="baseline", suite=suite, methods=methods)
@@ -373,4 +414,4 @@ def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, 
     if not common:
         warnings.append("no cell is present on both sides")
     return Comparison(Path(baseline), Path(new), rows, sorted(set(base_side.runs) - set(new_side.runs)),
-                      sorted(set(new_side.runs) - set(base_side.runs)), thresholds, alpha, warnings)
+                      sorted(set(new_side.runs) - set(base_side.runs)), thresholds, alpha, warnings, correction)
