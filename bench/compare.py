@@ -348,6 +348,22 @@ def _item_results(base: Side, new: Side, cell: CellKey, *, seed: int,
     return item_tests(pb, pn, where=cell_label(cell), seed=seed, n_resamples=n_resamples), []
 
 
+def held_out(base_runs: dict[int, Record], new_runs: dict[int, Record]) -> dict[int, Record]:
+    """The baseline seeds a single new run is tested against: all but the new run's own seed.
+
+    A prediction test asks whether the new run is a plausible further draw from the baseline's
+    seeds. If the baseline holds the same seed (on an unchanged tree, the very same run), it
+    is not an independent draw and would pull the test towards "no change"; it is left out
+    when at least two other seeds remain.
+    """
+    if len(new_runs) != 1:
+        return base_runs
+    (seed,) = new_runs
+    if seed not in base_runs or len(base_runs) < 3:
+        return base_runs
+    return {s: r for s, r in base_runs.items() if s != seed}
+
+
 def compare_cell(base: Side, new: Side, cell: CellKey, *, seed: int = 0,
                  n_resamples: int = 1000) -> tuple[list[Row], list[str]]:
     """Rows (one per metric both sides report) and warnings for one cell present on both sides."""
@@ -355,9 +371,10 @@ def compare_cell(base: Side, new: Side, cell: CellKey, *, seed: int = 0,
     warnings: list[str] = []
     if len(base.runs[cell]) == 1 == len(new.runs[cell]):
         items, warnings = _item_results(base, new, cell, seed=seed, n_resamples=n_resamples)
+    base_runs = held_out(base.runs[cell], new.runs[cell])
     rows = []
     for metric in COMPARED:
-        bv = [v for r in base.runs[cell].values() if (v := record_value(r, metric)) is not None]
+        bv = [v for r in base_runs.values() if (v := record_value(r, metric)) is not None]
         nv = [v for r in new.runs[cell].values() if (v := record_value(r, metric)) is not None]
         if not bv or not nv:
             continue
@@ -401,12 +418,16 @@ def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, 
     warnings = [*env_differences(base_side.records(), new_side.records()), *base_warnings, *new_warnings]
     common = sorted(set(base_side.runs) & set(new_side.runs))
     rows: list[Row] = []
-    single = 0
+    single = overlap = 0
     for cell in common:
         cell_rows, cell_warnings = compare_cell(base_side, new_side, cell, seed=seed, n_resamples=n_resamples)
         rows += cell_rows
         warnings += cell_warnings
         single += len(base_side.runs[cell]) == 1 == len(new_side.runs[cell])
+        overlap += held_out(base_side.runs[cell], new_side.runs[cell]) is not base_side.runs[cell]
+    if overlap:
+        warnings.append(f"{overlap} cell(s): the new run's seed is also a baseline seed; it was left out of the "
+                        "baseline's seeds, so that the new run is not tested against itself")
     if single:
         warnings.append(f"{single} cell(s) have one seed per side and were tested per item (McNemar for accuracy, "
                         "paired bootstrap otherwise): this ignores seed variance, since per-item stderr is not "

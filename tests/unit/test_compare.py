@@ -106,7 +106,7 @@ def test_worse_within_seed_noise_passes(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_one_new_seed_uses_the_prediction_interval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_seeds(tmp_path / "base", [0.80, 0.95, 0.88])
-    write_run(tmp_path / "new", seed=0, accuracy=0.83)
+    write_run(tmp_path / "new", seed=3, accuracy=0.83)
     code, _, _ = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"), "--fail", "accuracy:-1pp")
     row = rows_of(compare(tmp_path / "base", tmp_path / "new"))[0]
     # mean 0.876667, s = 0.075056; se = s·√(1 + 1/3) = 0.086667; t = -0.046667 / 0.086667 = -0.5385, df 2
@@ -276,9 +276,9 @@ def test_holm_keeps_one_marginal_cell_among_many_from_failing(tmp_path: Path,
     # 10 unchanged cells and one whose single new seed is a marginal outlier (p ≈ 0.03 unadjusted)
     for noise in range(10):
         write_seeds(tmp_path / "base", [0.80, 0.82, 0.84], noise=noise / 100)
-        write_run(tmp_path / "new", seed=0, accuracy=0.82, noise=noise / 100)
+        write_run(tmp_path / "new", seed=3, accuracy=0.82, noise=noise / 100)
     write_seeds(tmp_path / "base", [0.80, 0.82, 0.84], noise=0.5)
-    write_run(tmp_path / "new", seed=0, accuracy=0.68, noise=0.5)
+    write_run(tmp_path / "new", seed=3, accuracy=0.68, noise=0.5)
     # mean 0.82, s 0.02, se = 0.02·√(4/3) = 0.023094, t = -0.14 / 0.023094 = -6.062, df 2 → p = 0.026148;
     # Holm: the smallest of 11 p-values gets 11 · 0.026148 = 0.2876
     plain = compare(tmp_path / "base", tmp_path / "new", fail=("accuracy:-1pp",), correction="none")
@@ -291,3 +291,18 @@ def test_holm_keeps_one_marginal_cell_among_many_from_failing(tmp_path: Path,
     assert code == 0 and "Holm-adjusted over 11 gated test(s)" in out and "Holm-adjusted = 0.288" in out
     assert run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"), "--fail", "accuracy:-1pp",
                    "--correction", "none")[0] == 1
+
+
+def test_a_single_new_seed_is_not_tested_against_its_own_baseline_twin(tmp_path: Path) -> None:
+    write_seeds(tmp_path / "base", [0.80, 0.82, 0.84])
+    write_run(tmp_path / "new", seed=0, accuracy=0.80)
+    result = compare(tmp_path / "base", tmp_path / "new")
+    (row,) = rows_of(result)
+    # baseline seeds 1, 2: mean 0.83, s = 0.014142; se = s·√(1 + 1/2) = 0.017321; t = -0.03/0.017321 = -1.732, df 1
+    assert (row.n_baseline, row.n_new, row.result.test) == (2, 1, "prediction")
+    assert row.baseline == pytest.approx(0.83) and row.result.p_value == pytest.approx(1 / 3, abs=1e-3)
+    assert any("left out of the baseline's seeds" in w for w in result.warnings)
+    # a seed the baseline does not have: all three baseline seeds are used
+    write_run(tmp_path / "new3", seed=3, accuracy=0.80)
+    (row,) = rows_of(compare(tmp_path / "base", tmp_path / "new3"))
+    assert row.n_baseline == 3 and row.baseline == pytest.approx(0.82)
