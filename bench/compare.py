@@ -295,16 +295,19 @@ class Comparison:
     def gated_p_values(self) -> dict[int, float]:
         """The p-value each gated row is judged by, keyed by ``id(row)``.
 
-        The family is every row whose metric has a ``--fail`` rule and that got a test. A
+        The gate asks one-sided questions (is the change a significant step in the bad
+        direction?), so each two-sided p is halved when the delta points the bad way, and is
+        1 − p/2 otherwise. The family is every row whose metric has a ``--fail`` rule and that
+        got a test. A
         gate over 24 cells at α = 0.05 without correction would fire on an unchanged tree
         about once in two runs; Holm's step-down adjustment keeps that chance at most α.
         """
-        gated = {t.metric for t in self.thresholds}
-        family = [row for row in self.rows if row.metric in gated and math.isfinite(row.result.p_value)]
-        if self.correction == "none":
-            return {id(row): row.result.p_value for row in family}
-        return dict(zip((id(row) for row in family), holm_adjust([row.result.p_value for row in family]),
-                        strict=True))
+        bad_down = {t.metric: math.copysign(1.0, t.limit) < 0 for t in reversed(self.thresholds)}
+        family = [row for row in self.rows if row.metric in bad_down and math.isfinite(row.result.p_value)]
+        p = [one_sided(row.result.p_value, row.result.delta, bad_down=bad_down[row.metric]) for row in family]
+        if self.correction == "holm":
+            p = holm_adjust(p)
+        return dict(zip((id(row) for row in family), p, strict=True))
 
     def _judged(self, significant: bool) -> list[tuple[Row, Threshold]]:
         p = self.gated_p_values()
@@ -319,6 +322,12 @@ class Comparison:
     def within_noise(self) -> list[tuple[Row, Threshold]]:
         """Rows beyond a threshold whose difference is not significant (they do not fail)."""
         return self._judged(False)
+
+
+def one_sided(p_two_sided: float, delta: float, *, bad_down: bool) -> float:
+    """The one-sided p-value, in the bad direction, of a symmetric two-sided test."""
+    towards_bad = delta < 0 if bad_down else delta > 0
+    return p_two_sided / 2 if towards_bad else 1 - p_two_sided / 2
 
 
 def holm_adjust(p_values: Sequence[float]) -> list[float]:

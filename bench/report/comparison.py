@@ -75,8 +75,8 @@ def _reason(row: Row, threshold: Threshold, comparison: Comparison, p_adjusted: 
     if math.isnan(p_adjusted):
         return f"{head} but could not be tested"
     p_text = _p_phrase(r.p_value)
-    if comparison.correction == "holm":
-        p_text += f", Holm-adjusted {_p_phrase(p_adjusted).replace('p ', '', 1)}"
+    gate_p = _p_phrase(p_adjusted).replace("p ", "", 1)
+    p_text += f", one-sided Holm-adjusted {gate_p}" if comparison.correction == "holm" else f", one-sided {gate_p}"
     if p_adjusted < alpha:
         return f"{head} and significant at α = {alpha:g} ({p_text}, {r.test})"
     return f"{head} but not significant at α = {alpha:g} ({p_text}, {r.test}): within noise"
@@ -93,8 +93,10 @@ def summary_lines(comparison: Comparison) -> list[str]:
     p = comparison.gated_p_values()
     rules = ", ".join(t.text for t in comparison.thresholds)
     how = f"α = {comparison.alpha:g}"
+    if comparison.correction == "none":
+        how += ", one-sided"
     if comparison.correction == "holm":
-        how += f", Holm-adjusted over {len(p)} gated test(s)"
+        how += f", one-sided, Holm-adjusted over {len(p)} gated test(s)"
     failures = comparison.failures()
     if failures:
         lines.append(f"gate FAILED ({rules}; {how}) in {len(failures)} case(s):")
