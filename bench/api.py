@@ -133,17 +133,19 @@ def summarize(suite: str, *, results: str | Path | None = None, interval: str = 
 
 
 def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, methods: tuple[str, ...] = (),
-            fail: tuple[str, ...] = (), alpha: float = 0.05, n_resamples: int = 1000) -> Comparison:
+            fail: tuple[str, ...] = (), alpha: float = 0.05, n_resamples: int = 1000,
+            correction: str = "holm") -> Comparison:
     """Compare two result stores cell by cell with a seed-aware test; see :mod:`bench.compare`.
 
     Each side is a store root, a suite folder inside one or a method folder. ``fail`` holds
     gate rules such as ``accuracy:-1pp``; ``Comparison.failures()`` lists the cells that break
-    one significantly at ``alpha``. (Not re-exported as ``bench.compare``: that name is the module.)
+    one significantly at ``alpha`` after the ``correction`` for the number of gated tests
+    (``holm`` or ``none``). (Not re-exported as ``bench.compare``: that name is the module.)
     """
     from bench.compare import compare as compare_stores
 
     return compare_stores(baseline, new, suite=suite, methods=methods, fail=fail, alpha=alpha,
-                          n_resamples=n_resamples)
+                          n_resamples=n_resamples, correction=correction)
 
 
 def validate_suites(names: list[str], *, overrides: tuple[str, ...] = (),

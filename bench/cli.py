@@ -80,7 +80,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from bench.report.comparison import format_markdown, format_text
 
     result = api.compare(args.baseline, args.new, suite=args.suite, methods=tuple(args.method),
-                         fail=tuple(args.fail), alpha=args.alpha, n_resamples=args.resamples)
+                         fail=tuple(args.fail), alpha=args.alpha, n_resamples=args.resamples,
+                         correction=args.correction)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(format_markdown(result) if args.markdown else format_text(result), end="")
@@ -113,6 +114,8 @@ def parser() -> argparse.ArgumentParser:
                          help="exit 1 when a delta is significantly beyond this, e.g. accuracy:-1pp, "
                               "ece:+0.01, nll:+0.05 (repeatable)")
     compare.add_argument("--alpha", type=float, default=0.05, help="significance level of --fail (default 0.05)")
+    compare.add_argument("--correction", choices=("holm", "none"), default="holm",
+                         help="adjust the gated p-values for the number of gated tests (default holm)")
     compare.add_argument("--resamples", type=int, default=1000,
                          help="paired-bootstrap resamples for cells with one seed per side (default 1000)")
     compare.add_argument("--markdown", action="store_true", help="print a Markdown table (for a PR comment)")

@@ -291,16 +291,61 @@ class Comparison:
     thresholds: list[Threshold]
     alpha: float
     warnings: list[str] = field(default_factory=list)
+    correction: str = "holm"
+    """``holm`` (Holm–Bonferroni over the gated tests, the default) or ``none``."""
+
+    def gated_p_values(self) -> dict[int, float]:
+        """The p-value each gated row is judged by, keyed by ``id(row)``.
+
+        The gate asks one-sided questions (is the change a significant step in the bad
+        direction?), so each two-sided p is halved when the delta points the bad way, and is
+        1 − p/2 otherwise. The family is every row whose metric has a ``--fail`` rule and that
+        got a test. A
+        gate over 24 cells at α = 0.05 without correction would fire on an unchanged tree
+        about once in two runs; Holm's step-down adjustment keeps that chance at most α.
+        """
+        bad_down = {t.metric: math.copysign(1.0, t.limit) < 0 for t in reversed(self.thresholds)}
+        family = [row for row in self.rows if row.metric in bad_down and math.isfinite(row.result.p_value)]
+        p = [one_sided(row.result.p_value, row.result.delta, bad_down=bad_down[row.metric]) for row in family]
+        if self.correction == "holm":
+            p = holm_adjust(p)
+        return dict(zip((id(row) for row in family), p, strict=True))
+
+    def _judged(self, significant: bool) -> list[tuple[Row, Threshold]]:
+        p = self.gated_p_values()
+        return [(row, t) for row in self.rows for t in self.thresholds
+                if t.metric == row.metric and t.breached(row.result.delta)
+                and (p.get(id(row), math.nan) < self.alpha) == significant]
 
     def failures(self) -> list[tuple[Row, Threshold]]:
-        """Rows whose delta is beyond a threshold in its bad direction and significant at alpha."""
-        return [(row, t) for row in self.rows for t in self.thresholds
-                if t.metric == row.metric and t.breached(row.result.delta) and row.result.p_value < self.alpha]
+        """Rows whose delta is beyond a threshold in its bad direction and significant at alpha (adjusted)."""
+        return self._judged(True)
 
     def within_noise(self) -> list[tuple[Row, Threshold]]:
         """Rows beyond a threshold whose difference is not significant (they do not fail)."""
-        return [(row, t) for row in self.rows for t in self.thresholds
-                if t.metric == row.metric and t.breached(row.result.delta) and not row.result.p_value < self.alpha]
+        return self._judged(False)
+
+
+def one_sided(p_two_sided: float, delta: float, *, bad_down: bool) -> float:
+    """The one-sided p-value, in the bad direction, of a symmetric two-sided test."""
+    towards_bad = delta < 0 if bad_down else delta > 0
+    return p_two_sided / 2 if towards_bad else 1 - p_two_sided / 2
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the input order.
+
+    Sorted ascending, the i-th smallest (0-based) of m gets ``max_{j<=i} min(1, (m - j) p_(j))``;
+    rejecting where the adjusted p < α controls the family-wise error rate at α.
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def _item_results(base: Side, new: Side, cell: CellKey, *, seed: int,
@@ -314,6 +359,22 @@ def _item_results(base: Side, new: Side, cell: CellKey, *, seed: int,
     return item_tests(pb, pn, where=cell_label(cell), seed=seed, n_resamples=n_resamples), []
 
 
+def held_out(base_runs: dict[int, Record], new_runs: dict[int, Record]) -> dict[int, Record]:
+    """The baseline seeds a single new run is tested against: all but the new run's own seed.
+
+    A prediction test asks whether the new run is a plausible further draw from the baseline's
+    seeds. If the baseline holds the same seed (on an unchanged tree, the very same run), it
+    is not an independent draw and would pull the test towards "no change"; it is left out
+    when at least two other seeds remain.
+    """
+    if len(new_runs) != 1:
+        return base_runs
+    (seed,) = new_runs
+    if seed not in base_runs or len(base_runs) < 3:
+        return base_runs
+    return {s: r for s, r in base_runs.items() if s != seed}
+
+
 def compare_cell(base: Side, new: Side, cell: CellKey, *, seed: int = 0,
                  n_resamples: int = 1000) -> tuple[list[Row], list[str]]:
     """Rows (one per metric both sides report) and warnings for one cell present on both sides."""
@@ -321,9 +382,10 @@ def compare_cell(base: Side, new: Side, cell: CellKey, *, seed: int = 0,
     warnings: list[str] = []
     if len(base.runs[cell]) == 1 == len(new.runs[cell]):
         items, warnings = _item_results(base, new, cell, seed=seed, n_resamples=n_resamples)
+    base_runs = held_out(base.runs[cell], new.runs[cell])
     rows = []
     for metric in COMPARED:
-        bv = [v for r in base.runs[cell].values() if (v := record_value(r, metric)) is not None]
+        bv = [v for r in base_runs.values() if (v := record_value(r, metric)) is not None]
         nv = [v for r in new.runs[cell].values() if (v := record_value(r, metric)) is not None]
         if not bv or not nv:
             continue
@@ -336,7 +398,8 @@ def compare_cell(base: Side, new: Side, cell: CellKey, *, seed: int = 0,
 
 
 def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, methods: Sequence[str] = (),
-            fail: Sequence[str] = (), alpha: float = 0.05, seed: int = 0, n_resamples: int = 1000) -> Comparison:
+            fail: Sequence[str] = (), alpha: float = 0.05, seed: int = 0, n_resamples: int = 1000,
+            correction: str = "holm") -> Comparison:
     """Compare two stores (or suite or method folders) cell by cell.
 
     Args:
@@ -348,6 +411,8 @@ def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, 
         alpha: Significance level of the gate.
         seed: Random seed of the paired bootstrap.
         n_resamples: Resamples of the paired bootstrap.
+        correction: ``holm`` adjusts the gated p-values for the number of gated tests; ``none``
+            judges each on its own (a many-cell gate then fires on seed noise alone).
 
     Raises:
         BenchError: On a malformed rule, a bad alpha, or a missing or empty side.
@@ -355,6 +420,8 @@ def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, 
     thresholds = [parse_fail(spec) for spec in fail]
     if not 0 < alpha < 1:
         raise BenchError(f"--alpha must lie in (0, 1), got {alpha}")
+    if correction not in ("holm", "none"):
+        raise BenchError(f"--correction must be holm or none, got {correction!r}")
     if n_resamples < 1:
         raise BenchError(f"--resamples must be >= 1, got {n_resamples}")
     base_side, base_warnings = load_side(baseline, label="baseline", suite=suite, methods=methods)
@@ -362,12 +429,16 @@ def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, 
     warnings = [*env_differences(base_side.records(), new_side.records()), *base_warnings, *new_warnings]
     common = sorted(set(base_side.runs) & set(new_side.runs))
     rows: list[Row] = []
-    single = 0
+    single = overlap = 0
     for cell in common:
         cell_rows, cell_warnings = compare_cell(base_side, new_side, cell, seed=seed, n_resamples=n_resamples)
         rows += cell_rows
         warnings += cell_warnings
         single += len(base_side.runs[cell]) == 1 == len(new_side.runs[cell])
+        overlap += held_out(base_side.runs[cell], new_side.runs[cell]) is not base_side.runs[cell]
+    if overlap:
+        warnings.append(f"{overlap} cell(s): the new run's seed is also a baseline seed; it was left out of the "
+                        "baseline's seeds, so that the new run is not tested against itself")
     if single:
         warnings.append(f"{single} cell(s) have one seed per side and were tested per item (McNemar for accuracy, "
                         "paired bootstrap otherwise): this ignores seed variance, since per-item stderr is not "
@@ -375,4 +446,4 @@ def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, 
     if not common:
         warnings.append("no cell is present on both sides")
     return Comparison(Path(baseline), Path(new), rows, sorted(set(base_side.runs) - set(new_side.runs)),
-                      sorted(set(new_side.runs) - set(base_side.runs)), thresholds, alpha, warnings)
+                      sorted(set(new_side.runs) - set(base_side.runs)), thresholds, alpha, warnings, correction)

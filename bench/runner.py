@@ -22,6 +22,7 @@ from bench.env import environment
 from bench.errors import BenchError, CellError
 from bench.evaluate.classification import (
     classification_metrics,
+    collapse_message,
     detection_metrics,
     relabel_metrics,
     selection_curves,
@@ -116,6 +117,9 @@ def run_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progres
         if variants:
             metrics["variants"] = {name: classification_metrics(p, s.test.labels) for name, p in variants.items()}
         diagnostics, train_arrays = _split_diagnostics(fitted.diagnostics)
+        collapsed = collapse_message(probs, s.test.labels, s.data.label_names)
+        if collapsed:
+            diagnostics["collapsed"] = collapsed
         metrics.update(detection_metrics(fitted.diagnostics, s.truly_clean))
         truth = s.data.train.truth
         curves.update(selection_curves(fitted.diagnostics.get("selection_history", []), s.truly_clean,
@@ -199,8 +203,9 @@ def _run_one(cell: Cell, spec: dict[str, Any], rid: str, store: Store, data_dir:
 
             echo(f"{tag} {cell.label}: {summary_line(m)} ({seconds:.0f} s, {rid})")
             return
+        collapsed = record["diagnostics"].get("collapsed")
         echo(f"{tag} {cell.label}: accuracy {100 * m['accuracy']:.2f}%, ECE {100 * m['ece']:.2f}% "
-             f"({seconds:.0f} s, {rid})")
+             f"({seconds:.0f} s, {rid})" + (f" WARNING: {collapsed}" if collapsed else ""))
     else:
         summary.failed.append(rid)
         echo(f"{tag} {cell.label}: FAILED ({rid}): {record['error']}")

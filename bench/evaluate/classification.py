@@ -18,6 +18,10 @@ from bench.metrics.detection import auroc, detection_scores
 
 #: ECE and reliability diagrams use 15 equal-width bins on the max probability (METHODS.md §0.3).
 ECE_BINS = 15
+#: A run has collapsed when it predicts one class for at least this share of the test items...
+COLLAPSE_SHARE = 0.9
+#: ...while that class is at most this share of the gold labels (so the data does not explain it).
+COLLAPSE_GOLD_SHARE = 0.5
 
 
 def classification_metrics(probs: NDArray[np.float64], labels: NDArray[np.int64]) -> dict[str, Any]:
@@ -31,7 +35,37 @@ def classification_metrics(probs: NDArray[np.float64], labels: NDArray[np.int64]
         "brier": brier_score(probs, labels),
         "nll": negative_log_likelihood(probs, labels),
         "reliability": dict(reliability_bins(probs, labels, n_bins=ECE_BINS)),
+        "pred_top_share": top_share(preds, n_classes),
     }
+
+
+def top_share(preds: NDArray[np.int64], n_classes: int) -> float:
+    """Share of the items predicted as the most often predicted class."""
+    if len(preds) == 0:
+        return float("nan")
+    return float(np.bincount(preds, minlength=n_classes).max() / len(preds))
+
+
+def collapse_message(probs: NDArray[np.float64], labels: NDArray[np.int64], label_names: list[str]) -> str | None:
+    """Says why a run looks collapsed (one class predicted for nearly everything), else None.
+
+    Training that diverges or stalls (a high learning rate on a small model does this on some
+    seeds: the loss stays near ln K) ends predicting one class. Such a run is kept in the
+    statistics, since it is what the method did, but it is flagged so nobody reads its
+    accuracy as a property of the data.
+    """
+    preds = probs.argmax(axis=1)
+    if len(preds) == 0:
+        return None
+    counts = np.bincount(preds, minlength=probs.shape[1])
+    top = int(counts.argmax())
+    share = counts[top] / len(preds)
+    gold = float(np.mean(labels == top))
+    if share < COLLAPSE_SHARE or gold > COLLAPSE_GOLD_SHARE:
+        return None
+    name = label_names[top] if top < len(label_names) else str(top)
+    return (f"predicts '{name}' for {100 * share:.1f} % of the test items "
+            f"(gold share {100 * gold:.1f} %): training collapsed")
 
 
 def detection_metrics(diagnostics: dict[str, Any], truly_clean: NDArray[np.bool_]) -> dict[str, float]:

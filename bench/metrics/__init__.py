@@ -1,7 +1,8 @@
 """Pure metric functions on numpy arrays, and a small registry that names them.
 
 Importing ``bench.metrics`` imports the :mod:`~bench.metrics.accuracy`,
-:mod:`~bench.metrics.calibration` and :mod:`~bench.metrics.detection` submodules, which
+:mod:`~bench.metrics.calibration`, :mod:`~bench.metrics.detection` and
+:mod:`~bench.metrics.passk` submodules, which
 register their metrics here. The metric functions themselves are not re-exported at
 package level (the submodule ``accuracy`` and the function ``accuracy`` share a name); use
 ``get_metric(name).fn`` or import them from their submodule.
@@ -129,7 +130,7 @@ def higher_is_better(name: str) -> bool:
 
 
 # The submodules register their metrics with the decorator above, so they are imported last.
-from bench.metrics import accuracy, calibration, detection  # noqa: E402
+from bench.metrics import accuracy, calibration, detection, passk  # noqa: E402
 
 __all__ = [
     "METRIC_DIRECTIONS",
@@ -140,5 +141,6 @@ __all__ = [
     "get_metric",
     "higher_is_better",
     "metric_names",
+    "passk",
     "register_metric",
 ]

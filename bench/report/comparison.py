@@ -68,15 +68,18 @@ def table(comparison: Comparison) -> list[list[str]]:
     return lines
 
 
-def _reason(row: Row, threshold: Threshold, alpha: float) -> str:
-    r = row.result
+def _reason(row: Row, threshold: Threshold, comparison: Comparison, p_adjusted: float) -> str:
+    r, alpha = row.result, comparison.alpha
     head = (f"{' · '.join(row.cell)}: {row.metric} Δ {format_value(row.metric, r.delta, signed=True)} "
             f"is beyond {threshold.text}")
-    if r.p_value < alpha:
-        return f"{head} and significant at α = {alpha:g} ({_p_phrase(r.p_value)}, {r.test})"
-    if math.isnan(r.p_value):
+    if math.isnan(p_adjusted):
         return f"{head} but could not be tested"
-    return f"{head} but not significant at α = {alpha:g} ({_p_phrase(r.p_value)}, {r.test}): within noise"
+    p_text = _p_phrase(r.p_value)
+    gate_p = _p_phrase(p_adjusted).replace("p ", "", 1)
+    p_text += f", one-sided Holm-adjusted {gate_p}" if comparison.correction == "holm" else f", one-sided {gate_p}"
+    if p_adjusted < alpha:
+        return f"{head} and significant at α = {alpha:g} ({p_text}, {r.test})"
+    return f"{head} but not significant at α = {alpha:g} ({p_text}, {r.test}): within noise"
 
 
 def summary_lines(comparison: Comparison) -> list[str]:
@@ -87,14 +90,21 @@ def summary_lines(comparison: Comparison) -> list[str]:
             lines.append(f"{label} (not compared): " + "; ".join(" · ".join(c) for c in cells))
     if not comparison.thresholds:
         return lines
+    p = comparison.gated_p_values()
     rules = ", ".join(t.text for t in comparison.thresholds)
+    how = f"α = {comparison.alpha:g}"
+    if comparison.correction == "none":
+        how += ", one-sided"
+    if comparison.correction == "holm":
+        how += f", one-sided, Holm-adjusted over {len(p)} gated test(s)"
     failures = comparison.failures()
     if failures:
-        lines.append(f"gate FAILED ({rules}; α = {comparison.alpha:g}) in {len(failures)} case(s):")
+        lines.append(f"gate FAILED ({rules}; {how}) in {len(failures)} case(s):")
     else:
-        lines.append(f"gate passed ({rules}; α = {comparison.alpha:g})")
-    lines += ["  " + _reason(row, t, comparison.alpha) for row, t in failures]
-    lines += ["  not failing: " + _reason(row, t, comparison.alpha) for row, t in comparison.within_noise()]
+        lines.append(f"gate passed ({rules}; {how})")
+    lines += ["  " + _reason(row, t, comparison, p.get(id(row), math.nan)) for row, t in failures]
+    lines += ["  not failing: " + _reason(row, t, comparison, p.get(id(row), math.nan))
+              for row, t in comparison.within_noise()]
     return lines
 
 

@@ -256,6 +256,24 @@ def _failed_section(records: Sequence[Record]) -> list[str]:
     return lines + [""]
 
 
+def _collapsed_section(records: Sequence[Record]) -> list[str]:
+    collapsed = sorted((r for r in records if is_success(r) and get_path(r, "diagnostics.collapsed")),
+                       key=lambda r: (cell_sort_key(cell_of(r)), numeric(get_path(r, "spec.seed")) or 0.0, run_id(r)))
+    if not collapsed:
+        return []
+    lines = ["## Collapsed runs", "",
+             "These runs succeeded but predict one class for nearly every test item. They are in the "
+             "means above (it is what the method did at this setting); read them as a training "
+             "instability, not as a property of the data.", "",
+             "| task | noise | method | seed | run id | what |", "|:---|:---|:---|---:|:---|:---|"]
+    for r in collapsed:
+        task, noise, _, _, _, method = cell_of(r)
+        values = [task, noise, method, str(get_path(r, "spec.seed")), run_id(r),
+                  str(get_path(r, "diagnostics.collapsed"))]
+        lines.append("| " + " | ".join(v.translate(_ESCAPE) for v in values) + " |")
+    return lines + [""]
+
+
 def _environment_line(records: Sequence[Record]) -> str:
     envs: dict[tuple[str, str, str, bool], list[str]] = defaultdict(list)
     for r in records:
@@ -310,5 +328,5 @@ def leaderboard_markdown(records: Sequence[Record], *, suite: str,
         lines += generation_section(generation, dirty=dirty)
     if figures:
         lines += ["## Plots", ""] + [f"![{f.rsplit('.', 1)[0]}]({f})" for f in figures] + [""]
-    lines += _failed_section(records)
+    lines += _collapsed_section(records) + _failed_section(records)
     return "\n".join(lines + [_environment_line(records), ""])

@@ -87,7 +87,7 @@ def test_clearly_worse_fails_the_gate(tmp_path: Path, capsys: pytest.CaptureFixt
     # both sides: s = 0.005, n = 3 → se = √(2 · 0.005²/3) = 0.0040825, t = -0.05 / 0.0040825 = -12.25
     assert row.result.delta == pytest.approx(-0.05) and row.result.test == "welch"
     assert row.result.p_value < 0.001 and row.result.ci_high < -0.01
-    assert "gate FAILED (accuracy:-1pp; α = 0.05) in 1 case(s):" in out
+    assert "gate FAILED (accuracy:-1pp; α = 0.05, one-sided, Holm-adjusted over 1 gated test(s)) in 1 case(s):" in out
     assert "trec · symmetric-0.2 · minilm · lora: accuracy Δ -5.00 pp is beyond accuracy:-1pp and significant" in out
     table_line = next(line for line in out.splitlines() if line.startswith("trec") and "accuracy" in line)
     assert table_line.rstrip().endswith("FAIL")
@@ -106,7 +106,7 @@ def test_worse_within_seed_noise_passes(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_one_new_seed_uses_the_prediction_interval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_seeds(tmp_path / "base", [0.80, 0.95, 0.88])
-    write_run(tmp_path / "new", seed=0, accuracy=0.83)
+    write_run(tmp_path / "new", seed=3, accuracy=0.83)
     code, _, _ = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"), "--fail", "accuracy:-1pp")
     row = rows_of(compare(tmp_path / "base", tmp_path / "new"))[0]
     # mean 0.876667, s = 0.075056; se = s·√(1 + 1/3) = 0.086667; t = -0.046667 / 0.086667 = -0.5385, df 2
@@ -146,7 +146,8 @@ def test_single_seeds_fall_back_to_the_item_test(tmp_path: Path, capsys: pytest.
     # NLL: right items cost -ln 0.8 = 0.223144, wrong ones -ln 0.1 = 2.302585;
     # 0.8·0.223144 + 0.2·2.302585 - (0.9·0.223144 + 0.1·2.302585) = 0.1·(2.302585 - 0.223144) = 0.207944
     # p = 2/201, the add-one floor of 200 resamples: no resample had the new NLL lower
-    assert "nll Δ +0.2079 is beyond nll:+0.05 and significant at α = 0.05 (p = 0.010, bootstrap)" in out
+    assert ("nll Δ +0.2079 is beyond nll:+0.05 and significant at α = 0.05 "
+            "(p = 0.010, one-sided Holm-adjusted = 0.005, bootstrap)") in out
 
 
 def test_items_or_labels_that_differ_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -256,4 +257,61 @@ def test_markdown_output_is_a_table(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert body[0].startswith("| trec · symmetric-0.2 · minilm · lora | accuracy (%) | 3/3 | 90.50 | 85.50 "
                               "| -5.00 pp |")
     assert body[0].endswith("| <0.001 | welch | FAIL |")
-    assert "- gate FAILED (accuracy:-1pp; α = 0.05) in 1 case(s):" in lines
+    verdict = "- gate FAILED (accuracy:-1pp; α = 0.05, one-sided, Holm-adjusted over 1 gated test(s)) in 1 case(s):"
+    assert verdict in lines
+
+
+# --- multiple comparisons ------------------------------------------------------------------
+
+def test_holm_adjust_hand_computed() -> None:
+    from bench.compare import holm_adjust
+
+    # sorted 0.01, 0.02, 0.03, 0.04 of m = 4: 4·0.01 = 0.04, 3·0.02 = 0.06, 2·0.03 = 0.06, 1·0.04 = 0.04 → running max
+    assert holm_adjust([0.03, 0.01, 0.04, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    assert holm_adjust([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # min(1, ·)
+    assert holm_adjust([]) == []
+
+
+def test_holm_keeps_one_marginal_cell_among_many_from_failing(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # 10 unchanged cells and one whose single new seed is a marginal outlier (p ≈ 0.03 unadjusted)
+    for noise in range(10):
+        write_seeds(tmp_path / "base", [0.80, 0.82, 0.84], noise=noise / 100)
+        write_run(tmp_path / "new", seed=3, accuracy=0.82, noise=noise / 100)
+    write_seeds(tmp_path / "base", [0.80, 0.82, 0.84], noise=0.5)
+    write_run(tmp_path / "new", seed=3, accuracy=0.68, noise=0.5)
+    # mean 0.82, s 0.02, se = 0.02·√(4/3) = 0.023094, t = -0.14 / 0.023094 = -6.062, df 2 → p = 0.026148;
+    # one-sided 0.013074; Holm: the smallest of 11 p-values gets 11 · 0.013074 = 0.1438
+    plain = compare(tmp_path / "base", tmp_path / "new", fail=("accuracy:-1pp",), correction="none")
+    (outlier,) = [r for r in rows_of(plain) if r.cell[1].endswith("0.5")]
+    assert outlier.result.p_value == pytest.approx(0.0261, abs=1e-3)
+    assert len(plain.failures()) == 1
+    holm = compare(tmp_path / "base", tmp_path / "new", fail=("accuracy:-1pp",))
+    assert holm.failures() == [] and holm.gated_p_values()[id(rows_of(holm)[-1])] <= 1.0
+    code, out, _ = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"), "--fail", "accuracy:-1pp")
+    assert code == 0 and "Holm-adjusted over 11 gated test(s)" in out and "Holm-adjusted = 0.144" in out
+    assert run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"), "--fail", "accuracy:-1pp",
+                   "--correction", "none")[0] == 1
+
+
+def test_a_single_new_seed_is_not_tested_against_its_own_baseline_twin(tmp_path: Path) -> None:
+    write_seeds(tmp_path / "base", [0.80, 0.82, 0.84])
+    write_run(tmp_path / "new", seed=0, accuracy=0.80)
+    result = compare(tmp_path / "base", tmp_path / "new")
+    (row,) = rows_of(result)
+    # baseline seeds 1, 2: mean 0.83, s = 0.014142; se = s·√(1 + 1/2) = 0.017321; t = -0.03/0.017321 = -1.732, df 1
+    assert (row.n_baseline, row.n_new, row.result.test) == (2, 1, "prediction")
+    assert row.baseline == pytest.approx(0.83) and row.result.p_value == pytest.approx(1 / 3, abs=1e-3)
+    assert any("left out of the baseline's seeds" in w for w in result.warnings)
+    # a seed the baseline does not have: all three baseline seeds are used
+    write_run(tmp_path / "new3", seed=3, accuracy=0.80)
+    (row,) = rows_of(compare(tmp_path / "base", tmp_path / "new3"))
+    assert row.n_baseline == 3 and row.baseline == pytest.approx(0.82)
+
+
+def test_one_sided_p_points_the_bad_way() -> None:
+    from bench.compare import one_sided
+
+    assert one_sided(0.04, -0.03, bad_down=True) == pytest.approx(0.02)   # a drop in accuracy
+    assert one_sided(0.04, +0.03, bad_down=True) == pytest.approx(0.98)   # a gain is no evidence of harm
+    assert one_sided(0.04, +0.01, bad_down=False) == pytest.approx(0.02)  # a rise in ECE

