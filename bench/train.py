@@ -292,7 +292,7 @@ def wrap_lora(model: nn.Module, *, head: Sequence[str], r: int, alpha: float, dr
         task_type=TaskType.SEQ_CLS, r=r,
         lora_alpha=int(alpha) if float(alpha).is_integer() else alpha,  # type: ignore[arg-type]
         lora_dropout=dropout, target_modules=list(target_modules) if target_modules else None,
-        modules_to_save=list(head), **extra,
+        modules_to_save=[*head, *extra.pop("modules_to_save", [])], **extra,
     )
     return get_peft_model(model, config)
 

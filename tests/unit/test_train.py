@@ -104,3 +104,19 @@ def test_nan_loss_is_a_cell_error() -> None:
     with pytest.raises(CellError, match="non-finite training loss"):
         train_loop(model=model, data=data, cfg=cfg, seed=0, device=torch.device("cpu"), precision="fp32",
                    head=["classifier"], pad_id=0, loss_fn=nan_loss)
+
+
+def test_wrap_lora_extra_modules_to_save_train_beside_the_head() -> None:
+    from bench.train import wrap_lora
+
+    def trainable(model: torch.nn.Module) -> set[str]:
+        return {n.split(".modules_to_save.")[0] for n, p in model.named_parameters()
+                if p.requires_grad and "modules_to_save" in n}
+
+    plain = wrap_lora(base_model(TINY, N_CLASSES).new(0), head=["classifier"], r=2, alpha=4, dropout=0.0,
+                      target_modules=None)
+    assert {name.rsplit(".", 1)[-1] for name in trainable(plain)} == {"classifier"}
+    # peft_options: {modules_to_save: [pooler]} also trains BERT's pooler (all-MiniLM-L6-v2 never trained it)
+    pooled = wrap_lora(base_model(TINY, N_CLASSES).new(0), head=["classifier"], r=2, alpha=4, dropout=0.0,
+                       target_modules=None, modules_to_save=["pooler"])
+    assert {name.rsplit(".", 1)[-1] for name in trainable(pooled)} == {"classifier", "pooler"}
