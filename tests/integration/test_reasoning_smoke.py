@@ -23,7 +23,9 @@ from bench.data.loaders import resolve_data_dir
 from bench.errors import BenchError
 from bench.store import Store
 
-pytestmark = pytest.mark.integration
+# slow: about 70 s with the first-use SmolLM2 conversion; outside the default run, which the
+# noisy-text-smoke gate fills to about 15 minutes on a 2-core CPU (run it with `pytest -m slow`)
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SHRINK = ("tasks.gsm8k.max_train=16", "tasks.gsm8k.max_val=4", "tasks.gsm8k.evals.gsm8k.max_items=2",
           "tasks.gsm8k.evals.gsm8k.max_gen_toks=32", "tasks.gsm8k.evals.mmlu_0shot.max_items=20",
