@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import traceback
 from collections.abc import Iterable
 
 
@@ -28,3 +29,10 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
         return f" (did you mean '{close[0]}'?)"
     shown = ", ".join(options[:12]) + (", ..." if len(options) > 12 else "")
     return f" (known: {shown})" if options else ""
+
+
+def failure_text(err: Exception) -> str:
+    """A failed cell's stored reason: the message of an expected error, else type, message and traceback tail."""
+    if isinstance(err, BenchError):  # CellError included
+        return str(err)
+    return f"{type(err).__name__}: {err} | " + traceback.format_exc(limit=-3).replace("\n", " ")

@@ -9,7 +9,6 @@ throughput, and diagnostics hold lm-eval's version and the task configs' hash.
 
 from __future__ import annotations
 
-import traceback
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,12 +24,12 @@ from bench.cells import Cell
 from bench.config import build
 from bench.encode import Encoded
 from bench.env import environment
-from bench.errors import BenchError, CellError
+from bench.errors import CellError, failure_text
 from bench.evaluate.generation import evaluate_model, per_item
 from bench.generative import GenerationTaskSpec
 from bench.method import FitContext
-from bench.profile import Phase
-from bench.record import make_record
+from bench.profile import Phase, overall_peaks, train_figures
+from bench.record import make_record, now
 from bench.registry import get_method
 from bench.sft import Pairs, SftData, encode_pairs, load_pairs
 from bench.train import resolve_precision
@@ -79,7 +78,8 @@ def setup(cell: Cell, data_dir: Path, log: Any, progress: Any) -> GenerationSetu
     base = causal_base(cell.model, precision)
     entry = get_method(cell.method.method)
     method = entry.adapter(build(entry.config, cell.method.config, f"methods.{cell.method.id}.config"))
-    prompts = dict(zip(_pairs(task, data_dir)[0].ids.tolist(), _pairs(task, data_dir)[0].prompts, strict=True))
+    train_pairs = _pairs(task, data_dir)[0]
+    prompts = dict(zip(train_pairs.ids.tolist(), train_pairs.prompts, strict=True))
     ctx = FitContext(
         task=task.name, kind="generation", label_names=[], new_model=lambda: base.new().to(device),
         tokenizer=load_causal_tokenizer(cell.model), train=_as_encoded(train), val=_as_encoded(val),
@@ -112,8 +112,6 @@ def _evaluate(s: GenerationSetup, fitted: CausalFitted, data_dir: Path) -> tuple
 
 def run_generation_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progress: Any) -> dict[str, Any]:
     """Execute one generation cell and return its record (success, or failed with the reason)."""
-    from bench.runner import _now, _overall_peaks, _train_figures
-
     curves: dict[str, list[Any]] = {}
 
     def log(row: dict[str, Any]) -> None:
@@ -121,7 +119,7 @@ def run_generation_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Pa
             curves.setdefault(key, []).append(value)
 
     device = execute.device_for(cell)
-    common = {"run_id": rid, "spec": spec, "env": environment(str(device)), "started_at": _now()}
+    common = {"run_id": rid, "spec": spec, "env": environment(str(device)), "started_at": now()}
     efficiency: dict[str, Any] = {}
     try:
         with Phase("setup", device) as phase:
@@ -131,7 +129,7 @@ def run_generation_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Pa
             fitted, stats = execute.fit(s)  # type: ignore[arg-type]
         if not isinstance(fitted, CausalFitted):
             raise CellError(f"method '{cell.method.method}' returned {type(fitted).__name__}, not a CausalFitted")
-        efficiency.update(phase.figures, **_train_figures(stats))
+        efficiency.update(phase.figures, **train_figures(stats))
         metrics, eval_figures, diagnostics, arrays = _evaluate(s, fitted, data_dir)
         efficiency.update(eval_figures)
         items = s.val if len(s.val) else s.train
@@ -141,17 +139,15 @@ def run_generation_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Pa
         efficiency.update(phase.figures, adapter_bytes=reload["adapter_bytes"],
                           trainable_params=fitted.trainable_parameters(), total_params=fitted.total_parameters())
         metrics["reload_max_abs_diff"] = reload["reload_max_abs_diff"]
-        efficiency.update(_overall_peaks(efficiency))
+        efficiency.update(overall_peaks(efficiency))
         record = make_record(**common, metrics=metrics, efficiency=efficiency, status="success", curves=curves,
-                             diagnostics=diagnostics, finished_at=_now())
+                             diagnostics=diagnostics, finished_at=now())
         record["_predictions"] = arrays
         return record
-    except (CellError, BenchError) as err:
-        error = str(err)
     except Exception as err:  # a bug in a method must not stop the suite or lose other results
-        error = f"{type(err).__name__}: {err} | " + traceback.format_exc(limit=-3).replace("\n", " ")
+        error = failure_text(err)
     return make_record(**common, efficiency=efficiency, status="failed", error=error, curves=curves,
-                       finished_at=_now())
+                       finished_at=now())
 
 
 def summary_line(metrics: dict[str, Any]) -> str:

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import torch
+
+if TYPE_CHECKING:
+    from bench.train import TrainStats
 
 GIB = float(2**30)
 
@@ -102,3 +106,29 @@ class Phase:
             end = self._energy()
             if end is not None and self._energy0 is not None:
                 self.figures[f"{n}_gpu_energy_j"] = end - self._energy0
+
+
+def train_figures(stats: Sequence[TrainStats]) -> dict[str, float]:
+    """Steps, samples and tokens of a fit's training loops, and their timed throughput."""
+    timed_s = sum(s.timed_s for s in stats)
+    return {
+        "train_steps": float(sum(s.steps for s in stats)),
+        "train_samples": float(sum(s.samples for s in stats)),
+        "train_tokens": float(sum(s.tokens for s in stats)),
+        "train_samples_per_s": sum(s.timed_samples for s in stats) / timed_s if timed_s else float("nan"),
+        "train_tokens_per_s": sum(s.timed_tokens for s in stats) / timed_s if timed_s else float("nan"),
+    }
+
+
+PEAK_KEYS = ("peak_rss_gib", "peak_gpu_allocated_gib", "peak_gpu_reserved_gib", "peak_gpu_active_gib",
+             "gpu_device_used_gib")
+
+
+def overall_peaks(efficiency: dict[str, Any]) -> dict[str, float]:
+    """The largest per-phase figure of each peak-memory kind, e.g. ``peak_rss_gib``."""
+    out = {}
+    for key in PEAK_KEYS:
+        values = [v for k, v in efficiency.items() if k.endswith(f"_{key}") and v is not None]
+        if values:
+            out[key] = max(values)
+    return out

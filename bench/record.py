@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -86,3 +87,8 @@ def migrate(record: dict[str, Any], where: str = "record") -> dict[str, Any]:
         record = MIGRATIONS[version](record)
         version += 1
     return record
+
+
+def now() -> str:
+    """The current UTC time as a record stamps it (``2026-11-22T01:02:03Z``)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

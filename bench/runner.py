@@ -8,7 +8,6 @@ at most the cell in flight.
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 from bench import execute
 from bench.cells import Cell, plan, resolve_spec
 from bench.env import environment
-from bench.errors import BenchError, CellError
+from bench.errors import failure_text
 from bench.evaluate.classification import (
     classification_metrics,
     collapse_message,
@@ -28,11 +27,10 @@ from bench.evaluate.classification import (
     selection_curves,
 )
 from bench.generative import GenerationTaskSpec
-from bench.profile import Phase
-from bench.record import make_record, run_id
+from bench.profile import Phase, overall_peaks, train_figures
+from bench.record import make_record, now, run_id
 from bench.store import Store
 from bench.suite import Suite
-from bench.train import TrainStats
 
 
 @dataclass
@@ -43,35 +41,6 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _train_figures(stats: list[TrainStats]) -> dict[str, float]:
-    timed_s = sum(s.timed_s for s in stats)
-    return {
-        "train_steps": float(sum(s.steps for s in stats)),
-        "train_samples": float(sum(s.samples for s in stats)),
-        "train_tokens": float(sum(s.tokens for s in stats)),
-        "train_samples_per_s": sum(s.timed_samples for s in stats) / timed_s if timed_s else float("nan"),
-        "train_tokens_per_s": sum(s.timed_tokens for s in stats) / timed_s if timed_s else float("nan"),
-    }
-
-
-PEAK_KEYS = ("peak_rss_gib", "peak_gpu_allocated_gib", "peak_gpu_reserved_gib", "peak_gpu_active_gib",
-             "gpu_device_used_gib")
-
-
-def _overall_peaks(efficiency: dict[str, Any]) -> dict[str, float]:
-    """The largest per-phase figure of each peak-memory kind, e.g. ``peak_rss_gib``."""
-    out = {}
-    for key in PEAK_KEYS:
-        values = [v for k, v in efficiency.items() if k.endswith(f"_{key}") and v is not None]
-        if values:
-            out[key] = max(values)
-    return out
 
 
 def _split_diagnostics(diagnostics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -97,7 +66,7 @@ def run_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progres
         for key, value in row.items():
             curves.setdefault(key, []).append(value)
 
-    started, device = _now(), execute.device_for(cell)
+    started, device = now(), execute.device_for(cell)
     common = {"run_id": rid, "spec": spec, "env": environment(str(device)), "started_at": started}
     efficiency: dict[str, Any] = {}
     noise: dict[str, Any] = {}
@@ -109,7 +78,7 @@ def run_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progres
                  "matrix": s.noise.matrix, "info": s.noise.info}
         with Phase("train", device) as phase:
             fitted, stats = execute.fit(s)
-        efficiency.update(phase.figures, **_train_figures(stats))
+        efficiency.update(phase.figures, **train_figures(stats))
         probs, eval_figures = execute.predict(s, fitted)
         efficiency.update(eval_figures)
         metrics = classification_metrics(probs, s.test.labels)
@@ -134,18 +103,16 @@ def run_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progres
                           trainable_params=fitted.trainable_parameters(),
                           total_params=fitted.total_parameters())
         metrics["reload_max_abs_diff"] = reload["reload_max_abs_diff"]
-        efficiency.update(_overall_peaks(efficiency))
+        efficiency.update(overall_peaks(efficiency))
         record = make_record(**common, metrics=metrics, efficiency=efficiency, status="success",
-                             curves=curves, noise=noise, diagnostics=diagnostics, finished_at=_now())
+                             curves=curves, noise=noise, diagnostics=diagnostics, finished_at=now())
         record["_predictions"] = {"ids": s.test.ids, "labels": s.test.labels, "probs": probs.astype("float32"),
                                   **({"train_ids": s.ctx.train.ids, **train_arrays} if train_arrays else {})}
         return record
-    except (CellError, BenchError) as err:
-        error = str(err)
     except Exception as err:  # a bug in a method must not stop the suite or lose other results
-        error = f"{type(err).__name__}: {err} | " + traceback.format_exc(limit=-3).replace("\n", " ")
+        error = failure_text(err)
     return make_record(**common, efficiency=efficiency, status="failed", error=error,
-                       curves=curves, noise=noise, finished_at=_now())
+                       curves=curves, noise=noise, finished_at=now())
 
 
 def _store(store: Store, record: dict[str, Any]) -> Path:
@@ -190,7 +157,7 @@ def _run_one(cell: Cell, spec: dict[str, Any], rid: str, store: Store, data_dir:
         record = run_cell(cell, spec, rid, data_dir, progress)
     except KeyboardInterrupt:
         _store(store, make_record(run_id=rid, spec=spec, env=environment("unknown"), status="canceled",
-                                  error="interrupted by the user", started_at=_now(), finished_at=_now()))
+                                  error="interrupted by the user", started_at=now(), finished_at=now()))
         echo(f"{tag} {cell.label}: canceled ({rid})")
         raise
     summary.paths.append(_store(store, record))
