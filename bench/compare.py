@@ -300,9 +300,9 @@ class Comparison:
         The gate asks one-sided questions (is the change a significant step in the bad
         direction?), so each two-sided p is halved when the delta points the bad way, and is
         1 − p/2 otherwise. The family is every row whose metric has a ``--fail`` rule and that
-        got a test. A
-        gate over 24 cells at α = 0.05 without correction would fire on an unchanged tree
-        about once in two runs; Holm's step-down adjustment keeps that chance at most α.
+        got a test. A gate over 24 cells at α = 0.05 without correction would fire on an
+        unchanged tree about once in two runs; Holm's step-down adjustment keeps that chance at
+        most α (if the seed-to-seed spread is roughly normal).
         """
         bad_down = {t.metric: math.copysign(1.0, t.limit) < 0 for t in reversed(self.thresholds)}
         family = [row for row in self.rows if row.metric in bad_down and math.isfinite(row.result.p_value)]

@@ -49,8 +49,8 @@ def top_share(preds: NDArray[np.int64], n_classes: int) -> float:
 def collapse_message(probs: NDArray[np.float64], labels: NDArray[np.int64], label_names: list[str]) -> str | None:
     """Says why a run looks collapsed (one class predicted for nearly everything), else None.
 
-    Training that diverges or stalls (a high learning rate on a small model does this on some
-    seeds: the loss stays near ln K) ends predicting one class. Such a run is kept in the
+    Training that diverges or stalls ends predicting one class (on MiniLM with its pooler frozen,
+    some seeds keep the loss near ln K: results/baselines/README.md). Such a run is kept in the
     statistics, since it is what the method did, but it is flagged so nobody reads its
     accuracy as a property of the data.
     """
