@@ -151,8 +151,16 @@ def base_model(name: str, n_classes: int) -> BaseModel:
 
 
 def head_names(model: nn.Module) -> list[str]:
-    """Names of the classification-head modules (trained in full by every method)."""
+    """Names of the classification-head modules (trained in full by every method).
+
+    The classifier, and before it the encoder's pooler where the classifier reads one (BERT-type
+    models). Sentence-transformers checkpoints such as all-MiniLM-L6-v2 are trained with mean
+    pooling and never train that pooler; left frozen, it made LoRA stall near ln K on some seeds
+    (TREC sym-20 %, seed 3: 60.6 % frozen, 89.2 % trained; results/baselines/README.md).
+    """
+    encoder = getattr(model, str(getattr(model, "base_model_prefix", "")), None)
+    pooler = ["pooler"] if isinstance(getattr(encoder, "pooler", None), nn.Module) else []
     for candidate in ("classifier", "score"):
         if isinstance(getattr(model, candidate, None), nn.Module):
-            return [candidate]
+            return [*pooler, candidate]
     raise BenchError(f"{type(model).__name__}: cannot find a classification head (classifier/score)")
