@@ -67,9 +67,13 @@ def cell_key(record: Record) -> CellKey:
     return task, noise, model, method
 
 
+#: The pooled row's cell: each seed's mean over every cell both sides share.
+ALL_CELLS: CellKey = ("all cells", "mean", "", "")
+
+
 def cell_label(cell: CellKey) -> str:
-    """``task · noise · model · method``."""
-    return " · ".join(cell)
+    """``task · noise · model · method``, or ``all cells · mean`` for the pooled row."""
+    return " · ".join(part for part in cell if part)
 
 
 @dataclass(frozen=True)
@@ -299,17 +303,36 @@ class Comparison:
 
         The gate asks one-sided questions (is the change a significant step in the bad
         direction?), so each two-sided p is halved when the delta points the bad way, and is
-        1 − p/2 otherwise. The family is every row whose metric has a ``--fail`` rule and that
-        got a test. A gate over 24 cells at α = 0.05 without correction would fire on an
-        unchanged tree about once in two runs; Holm's step-down adjustment keeps that chance at
-        most α (if the seed-to-seed spread is roughly normal).
+        1 − p/2 otherwise. Two families are gated: the cells (every row whose metric has a
+        ``--fail`` rule and that got a test) and the pooled all-cells rows. A gate over 24 cells
+        at α = 0.05 without correction would fire on an unchanged tree about once in two runs;
+        Holm's step-down adjustment over the cells keeps that chance at most α (if the
+        seed-to-seed spread is roughly normal). When both families are present each gets α/2
+        (the p-values are doubled), so the chance of any false alarm stays at most α.
         """
         bad_down = {t.metric: math.copysign(1.0, t.limit) < 0 for t in reversed(self.thresholds)}
-        family = [row for row in self.rows if row.metric in bad_down and math.isfinite(row.result.p_value)]
-        p = [one_sided(row.result.p_value, row.result.delta, bad_down=bad_down[row.metric]) for row in family]
+        gated = [row for row in self.rows if row.metric in bad_down and math.isfinite(row.result.p_value)]
+        out: dict[int, float] = {}
+        families = [[r for r in gated if r.cell != ALL_CELLS], [r for r in gated if r.cell == ALL_CELLS]]
+        split = 2.0 if all(families) else 1.0
+        for family in families:
+            p = [one_sided(row.result.p_value, row.result.delta, bad_down=bad_down[row.metric]) for row in family]
+            if self.correction == "holm":
+                p = holm_adjust(p)
+            out.update({id(row): min(1.0, split * q) for row, q in zip(family, p, strict=True)})
+        return out
+
+    def gate_description(self) -> str:
+        """How the gated p-values were formed, for the verdict line."""
+        p = self.gated_p_values()
+        pooled = sum(1 for row in self.rows if id(row) in p and row.cell == ALL_CELLS)
+        cells = len(p) - pooled
+        how = "one-sided"
         if self.correction == "holm":
-            p = holm_adjust(p)
-        return dict(zip((id(row) for row in family), p, strict=True))
+            how += f", Holm-adjusted over {cells} gated cell test(s)"
+        if pooled and cells:
+            how += f"; the {pooled} all-cells test(s) apart, α split in halves between the two"
+        return how
 
     def _judged(self, significant: bool) -> list[tuple[Row, Threshold]]:
         p = self.gated_p_values()
@@ -397,6 +420,40 @@ def compare_cell(base: Side, new: Side, cell: CellKey, *, seed: int = 0,
     return rows, warnings
 
 
+def _seed_means(runs: dict[CellKey, dict[int, Record]], cells: Sequence[CellKey], metric: str,
+                skip: int | None = None) -> list[float]:
+    """Each seed's mean of ``metric`` over ``cells``, for the seeds that have all of them."""
+    seeds = set.intersection(*(set(runs[cell]) for cell in cells)) - {skip}
+    means = []
+    for seed in sorted(s for s in seeds if s is not None):
+        values = [record_value(runs[cell][seed], metric) for cell in cells]
+        if all(v is not None for v in values):
+            means.append(float(np.mean([float(v) for v in values if v is not None])))
+    return means
+
+
+def pooled_rows(base: Side, new: Side, cells: Sequence[CellKey]) -> list[Row]:
+    """One row per metric for ``ALL_CELLS``: each seed's mean over the shared cells, then the seed test.
+
+    A change that hurts every cell a little is invisible cell by cell (each is within its
+    seed noise) but moves the mean over cells, whose seed-to-seed spread is far smaller.
+    The baseline leaves out the new run's seed, as :func:`held_out` does per cell.
+    """
+    if len(cells) < 2:
+        return []
+    new_seeds = set.intersection(*(set(new.runs[cell]) for cell in cells))
+    base_seeds = set.intersection(*(set(base.runs[cell]) for cell in cells))
+    skip = next(iter(new_seeds)) if len(new_seeds) == 1 and len(base_seeds - new_seeds) >= 2 else None
+    rows = []
+    for metric in COMPARED:
+        bv, nv = _seed_means(base.runs, cells, metric, skip), _seed_means(new.runs, cells, metric)
+        result = seed_test(bv, nv) if bv and nv else None
+        if result is None:
+            continue
+        rows.append(Row(ALL_CELLS, metric, len(bv), len(nv), float(np.mean(bv)), float(np.mean(nv)), result))
+    return rows
+
+
 def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, methods: Sequence[str] = (),
             fail: Sequence[str] = (), alpha: float = 0.05, seed: int = 0, n_resamples: int = 1000,
             correction: str = "holm") -> Comparison:
@@ -436,6 +493,7 @@ def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, 
         warnings += cell_warnings
         single += len(base_side.runs[cell]) == 1 == len(new_side.runs[cell])
         overlap += held_out(base_side.runs[cell], new_side.runs[cell]) is not base_side.runs[cell]
+    rows += pooled_rows(base_side, new_side, common)
     if overlap:
         warnings.append(f"{overlap} cell(s): the new run's seed is also a baseline seed; it was left out of the "
                         "baseline's seeds, so that the new run is not tested against itself")

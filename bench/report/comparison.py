@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from bench.compare import ALL_CELLS, cell_label
+
 if TYPE_CHECKING:
     from bench.compare import Comparison, Row, Threshold
 
@@ -61,7 +63,7 @@ def table(comparison: Comparison) -> list[list[str]]:
     for row in comparison.rows:
         r, m = row.result, row.metric
         unit = " (%)" if _proportion(m) else ""
-        lines.append([" · ".join(row.cell), m + unit, f"{row.n_baseline}/{row.n_new}",
+        lines.append([cell_label(row.cell), m + unit, f"{row.n_baseline}/{row.n_new}",
                       format_value(m, row.baseline), format_value(m, row.new),
                       format_value(m, r.delta, signed=True), _interval(m, r.ci_low, r.ci_high), _p(r.p_value),
                       r.test, _gate(row, comparison, failed)])
@@ -70,13 +72,14 @@ def table(comparison: Comparison) -> list[list[str]]:
 
 def _reason(row: Row, threshold: Threshold, comparison: Comparison, p_adjusted: float) -> str:
     r, alpha = row.result, comparison.alpha
-    head = (f"{' · '.join(row.cell)}: {row.metric} Δ {format_value(row.metric, r.delta, signed=True)} "
+    head = (f"{cell_label(row.cell)}: {row.metric} Δ {format_value(row.metric, r.delta, signed=True)} "
             f"is beyond {threshold.text}")
     if math.isnan(p_adjusted):
         return f"{head} but could not be tested"
     p_text = _p_phrase(r.p_value)
     gate_p = _p_phrase(p_adjusted).replace("p ", "", 1)
-    p_text += f", one-sided Holm-adjusted {gate_p}" if comparison.correction == "holm" else f", one-sided {gate_p}"
+    adjusted = "Holm-adjusted " if comparison.correction == "holm" and row.cell != ALL_CELLS else ""
+    p_text += f", one-sided {adjusted}{gate_p}"
     if p_adjusted < alpha:
         return f"{head} and significant at α = {alpha:g} ({p_text}, {r.test})"
     return f"{head} but not significant at α = {alpha:g} ({p_text}, {r.test}): within noise"
@@ -92,11 +95,7 @@ def summary_lines(comparison: Comparison) -> list[str]:
         return lines
     p = comparison.gated_p_values()
     rules = ", ".join(t.text for t in comparison.thresholds)
-    how = f"α = {comparison.alpha:g}"
-    if comparison.correction == "none":
-        how += ", one-sided"
-    if comparison.correction == "holm":
-        how += f", one-sided, Holm-adjusted over {len(p)} gated test(s)"
+    how = f"α = {comparison.alpha:g}, {comparison.gate_description()}"
     failures = comparison.failures()
     if failures:
         lines.append(f"gate FAILED ({rules}; {how}) in {len(failures)} case(s):")

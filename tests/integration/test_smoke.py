@@ -9,23 +9,21 @@ methods, seed 0) feeds every test in this file:
   ``bench compare results/baselines/noisy-text-smoke <this run> --fail accuracy:-1pp``;
 - the same gate fails a deliberately broken method (LoRA at learning rate 0).
 
-The figures were measured by this test's own run (pytest, 2 torch threads, one 2-core AMD EPYC,
-2026-11-22, commit 1564048; the smoke's 24 cells took 793 s), i.e. by
+The run uses two worker processes of one torch thread each,
 
-    bench run --suite noisy-text-smoke
+    bench run --suite noisy-text-smoke --jobs 2
 
-The committed baseline was made with 1 thread per process,
+which gives the numbers of a one-thread process. The figures below are seed 0 of the committed
+baseline (results/baselines/README.md), which was made one thread per process,
 
-    bench run --suite noisy-text-smoke --set "seeds=[s]" --results-dir results/baselines/noisy-text-smoke
+    OMP_NUM_THREADS=1 bench run --suite noisy-text-smoke --set "seeds=[0]" --results-dir ...
 
-for s = 0..4 (results/baselines/README.md). Its seed-0 figures agree with these within 1 point in
-18 of 24 cells; the other six differ by 1.4-6.8 points (cleanlab, rslora, lora asym-40 %,
-co-teaching sym-20 %), all of them seed-unstable cells: the thread count changes the float
-reduction order, and that alone moves those runs. Tolerances: 3 points
-of accuracy, 5 points of detection precision/recall, 0.05 AUROC, for thread-count and kernel
-differences across CPUs; a broken loop, wrong labels or a broken noise generator move accuracy
-far more, and a detector that swaps its LoRAs' roles or ranks at chance moves detection far
-more (docs/delora.md: AUROC 0.08-0.55 for such settings).
+on a 2-core AMD EPYC CPU (2026-11-22, commit f530669). On the same CPU the two agree exactly;
+the thread count alone would not (it changes the float reduction order, and that moves
+seed-unstable cells by points). Tolerances: 3 points of accuracy, 5 points of detection
+precision/recall, 0.05 AUROC, for kernel differences across CPUs; a broken loop, wrong labels or
+a broken noise generator move accuracy far more, and a detector that swaps its LoRAs' roles or
+ranks at chance moves detection far more (docs/delora.md: AUROC 0.08-0.55 for such settings).
 """
 
 from __future__ import annotations
@@ -50,7 +48,7 @@ pytestmark = pytest.mark.integration
 BASELINE = Path(__file__).resolve().parents[2] / "results" / "baselines" / "noisy-text-smoke"
 GATE = ("--fail", "accuracy:-1pp")
 
-#: (noise label, method id) -> test accuracy on TREC (500 questions), seed 0 with 2 torch threads.
+#: (noise label, method id) -> test accuracy on TREC (500 questions), seed 0, one thread per process.
 MEASURED_ACCURACY = {
     ("sym-20%", "lora"): 0.874, ("sym-20%", "pissa"): 0.900, ("sym-20%", "olora"): 0.860,
     ("sym-20%", "dora"): 0.876, ("sym-20%", "rslora"): 0.812, ("sym-20%", "lora-dropout"): 0.804,
@@ -62,7 +60,7 @@ MEASURED_ACCURACY = {
     ("asym-40%", "small-loss"): 0.442, ("asym-40%", "co-teaching"): 0.618, ("asym-40%", "cleanlab"): 0.612,
 }
 
-#: method id -> (accuracy, precision_noisy, recall_noisy, auroc) at sym-20 %, seed 0 with 2 torch threads.
+#: method id -> (accuracy, precision_noisy, recall_noisy, auroc) at sym-20 %, seed 0, one thread per process.
 MEASURED_DETECTION = {
     "delora-nld": (0.786, 0.3385, 0.4783, 0.7537),
     "small-loss": (0.818, 0.6851, 0.8986, 0.9503),
@@ -98,7 +96,8 @@ class SmokeRun:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
     results = tmp_path_factory.mktemp("smoke") / "results"
-    summary = api.run_suite(load_suite("noisy-text-smoke"), data_dir=_data_dir(), results=results, quiet=True)
+    summary = api.run_suite(load_suite("noisy-text-smoke"), data_dir=_data_dir(), results=results, quiet=True,
+                            jobs=2)
     records = [json.loads(p.read_text()) for p in summary.paths]
     return SmokeRun(results, records, list(summary.ran), list(summary.failed))
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.compare import compare, parse_fail
+from bench.compare import ALL_CELLS, compare, parse_fail
 from bench.evaluate.classification import classification_metrics
 from bench.record import make_record
 from bench.store import Store
@@ -87,7 +87,8 @@ def test_clearly_worse_fails_the_gate(tmp_path: Path, capsys: pytest.CaptureFixt
     # both sides: s = 0.005, n = 3 → se = √(2 · 0.005²/3) = 0.0040825, t = -0.05 / 0.0040825 = -12.25
     assert row.result.delta == pytest.approx(-0.05) and row.result.test == "welch"
     assert row.result.p_value < 0.001 and row.result.ci_high < -0.01
-    assert "gate FAILED (accuracy:-1pp; α = 0.05, one-sided, Holm-adjusted over 1 gated test(s)) in 1 case(s):" in out
+    assert ("gate FAILED (accuracy:-1pp; α = 0.05, one-sided, Holm-adjusted over 1 gated cell test(s)) "
+            "in 1 case(s):") in out
     assert "trec · symmetric-0.2 · minilm · lora: accuracy Δ -5.00 pp is beyond accuracy:-1pp and significant" in out
     table_line = next(line for line in out.splitlines() if line.startswith("trec") and "accuracy" in line)
     assert table_line.rstrip().endswith("FAIL")
@@ -257,7 +258,8 @@ def test_markdown_output_is_a_table(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert body[0].startswith("| trec · symmetric-0.2 · minilm · lora | accuracy (%) | 3/3 | 90.50 | 85.50 "
                               "| -5.00 pp |")
     assert body[0].endswith("| <0.001 | welch | FAIL |")
-    verdict = "- gate FAILED (accuracy:-1pp; α = 0.05, one-sided, Holm-adjusted over 1 gated test(s)) in 1 case(s):"
+    verdict = ("- gate FAILED (accuracy:-1pp; α = 0.05, one-sided, Holm-adjusted over 1 gated cell test(s)) "
+               "in 1 case(s):")
     assert verdict in lines
 
 
@@ -281,18 +283,49 @@ def test_holm_keeps_one_marginal_cell_among_many_from_failing(tmp_path: Path,
     write_seeds(tmp_path / "base", [0.80, 0.82, 0.84], noise=0.5)
     write_run(tmp_path / "new", seed=3, accuracy=0.68, noise=0.5)
     # mean 0.82, s 0.02, se = 0.02·√(4/3) = 0.023094, t = -0.14 / 0.023094 = -6.062, df 2 → p = 0.026148;
-    # one-sided 0.013074; Holm: the smallest of 11 p-values gets 11 · 0.013074 = 0.1438
+    # one-sided 0.013074; Holm: the smallest of 11 p-values gets 11 · 0.013074 = 0.1438, doubled to
+    # 0.2876 because the pooled all-cells row takes the other half of α
     plain = compare(tmp_path / "base", tmp_path / "new", fail=("accuracy:-1pp",), correction="none")
     (outlier,) = [r for r in rows_of(plain) if r.cell[1].endswith("0.5")]
     assert outlier.result.p_value == pytest.approx(0.0261, abs=1e-3)
     assert len(plain.failures()) == 1
     holm = compare(tmp_path / "base", tmp_path / "new", fail=("accuracy:-1pp",))
     (held,) = [r for r in rows_of(holm) if r.cell[1].endswith("0.5")]
-    assert holm.failures() == [] and holm.gated_p_values()[id(held)] == pytest.approx(11 * 0.026148 / 2, abs=1e-4)
+    assert holm.failures() == [] and holm.gated_p_values()[id(held)] == pytest.approx(11 * 0.026148, abs=1e-4)
     code, out, _ = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"), "--fail", "accuracy:-1pp")
-    assert code == 0 and "Holm-adjusted over 11 gated test(s)" in out and "Holm-adjusted = 0.144" in out
+    assert code == 0 and "Holm-adjusted = 0.288" in out
+    assert ("Holm-adjusted over 11 gated cell test(s); the 1 all-cells test(s) apart, α split in halves "
+            "between the two" in out)
     assert run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"), "--fail", "accuracy:-1pp",
                    "--correction", "none")[0] == 1
+
+
+def test_the_pooled_row_catches_a_broad_drop_that_no_single_cell_shows(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # 4 cells × seeds 0-3; cell c at seed s is 0.80 + (0.03, 0.01, -0.01, -0.03)[(s + c) % 4] + 0.005·s,
+    # so each cell spreads over 0.77-0.845 while each seed's mean over cells is 0.800, 0.805, 0.810, 0.815
+    offsets = (0.03, 0.01, -0.01, -0.03)
+    for c in range(4):
+        write_seeds(tmp_path / "base", [0.80 + offsets[(s + c) % 4] + 0.005 * s for s in range(4)], noise=c / 10)
+        write_run(tmp_path / "new", seed=4, accuracy=0.785, noise=c / 10)  # every cell 2.25 pp below its mean
+    result = compare(tmp_path / "base", tmp_path / "new", fail=("accuracy:-1pp",))
+    cells = [r for r in rows_of(result) if r.cell != ALL_CELLS]
+    (pooled,) = [r for r in rows_of(result) if r.cell == ALL_CELLS]
+    assert len(cells) == 4 and all(r.result.p_value > 0.3 for r in cells)
+    # pooled: mean 0.8075, s = 0.0064550, se = s·√(1 + 1/4) = 0.0072169, t = -0.0225/0.0072169 = -3.118, df 3
+    # → two-sided p = 0.05254; one-sided 0.02627, doubled (α split between the families) 0.05254
+    assert (pooled.n_baseline, pooled.n_new, pooled.result.test) == (4, 1, "prediction")
+    assert pooled.baseline == pytest.approx(0.8075) and pooled.result.delta == pytest.approx(-0.0225)
+    assert pooled.result.p_value == pytest.approx(0.05254, abs=2e-4)
+    assert result.gated_p_values()[id(pooled)] == pytest.approx(0.05254, abs=2e-4)
+    assert result.failures() == []  # just above α: a 2.25 pp drop is at the edge with 4 seeds
+    write_run(tmp_path / "worse", seed=4, accuracy=0.775, noise=0.0)
+    for c in range(1, 4):
+        write_run(tmp_path / "worse", seed=4, accuracy=0.775, noise=c / 10)
+    worse = compare(tmp_path / "base", tmp_path / "worse", fail=("accuracy:-1pp",))
+    assert [(r.cell, t.text) for r, t in worse.failures()] == [(ALL_CELLS, "accuracy:-1pp")]
+    code, out, _ = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "worse"), "--fail", "accuracy:-1pp")
+    assert code == 1 and "all cells · mean: accuracy Δ -3.25 pp is beyond accuracy:-1pp and significant" in out
 
 
 def test_a_single_new_seed_is_not_tested_against_its_own_baseline_twin(tmp_path: Path) -> None:
