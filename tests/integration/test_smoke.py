@@ -39,6 +39,7 @@ import pytest
 
 from bench import api
 from bench.cli import main
+from bench.compare import ALL_CELLS
 from bench.data.loaders import resolve_data_dir
 from bench.errors import BenchError
 from bench.suite import load_suite
@@ -47,6 +48,7 @@ pytestmark = pytest.mark.integration
 
 BASELINE = Path(__file__).resolve().parents[2] / "results" / "baselines" / "noisy-text-smoke"
 GATE = ("--fail", "accuracy:-1pp")
+BASELINE_SEEDS = 6  # seeds 0-5 of the committed baseline
 
 #: (noise label, method id) -> test accuracy on TREC (500 questions), seed 0, one thread per process.
 MEASURED_ACCURACY = {
@@ -150,11 +152,14 @@ def test_gate_passes_on_the_unchanged_tree(smoke: SmokeRun, capsys: pytest.Captu
     code = main(["compare", str(BASELINE), str(smoke.results), *GATE])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "gate passed (accuracy:-1pp; α = 0.05, one-sided, Holm-adjusted over 24 gated test(s))" in out
-    # every cell was tested against the baseline's other four seeds (its own seed 0 held out)
+    assert ("gate passed (accuracy:-1pp; α = 0.05, one-sided, Holm-adjusted over 24 gated cell test(s); "
+            "the 1 all-cells test(s) apart, α split in halves between the two)") in out
+    # every cell, and the pooled mean over cells, was tested against the baseline's other seeds
+    # (its own seed 0 held out)
     result = api.compare(BASELINE, smoke.results, fail=("accuracy:-1pp",))
     accuracy = [row for row in result.rows if row.metric == "accuracy"]
-    assert len(accuracy) == 24 and {(r.n_baseline, r.n_new, r.result.test) for r in accuracy} == {(4, 1, "prediction")}
+    assert len(accuracy) == 25 and sum(row.cell == ALL_CELLS for row in accuracy) == 1
+    assert {(r.n_baseline, r.n_new, r.result.test) for r in accuracy} == {(BASELINE_SEEDS - 1, 1, "prediction")}
 
 
 def test_gate_fails_a_broken_method(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
