@@ -102,7 +102,8 @@ def _uniform_drop(records: list[dict], args: argparse.Namespace, rule, cells: li
     s = stats.tstd(means)
     drop = max(stats.t.ppf(1 - args.alpha / 2, n - 1) * s * math.sqrt(1 + 1 / n), abs(rule.limit))
     print(f"The pooled test (each seed's mean over the {len(cells)} cells): mean {100 * sum(means) / n:.2f}, "
-          f"sd {100 * s:.2f} pp over {n} seeds → a drop of ≥ {100 * drop:.1f} pp in every cell fails the gate")
+          f"sd {100 * s:.2f} pp over {n} seeds → a new run whose mean over the cells lies ≥ {100 * drop:.1f} pp "
+          "below that mean fails the gate")
     print(f"Checked through the gate: seed {args.ci_seed}'s runs with every cell lowered by d points")
     for d in range(0, 11):
         with tempfile.TemporaryDirectory() as tmp:
