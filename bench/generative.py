@@ -86,6 +86,10 @@ class HumanEvalSpec:
     """Completions generated at once (left-padded)."""
     timeout_s: float = 5.0
     """Wall-clock limit per program in the sandbox."""
+    chat_template: bool = False
+    """False: continue the prompt as plain text (Chen et al. 2021). True (instruct models): a user
+    turn asks to complete the function and the assistant turn starts with a Python code fence
+    followed by the prompt, so the model still writes only the body; the closing fence also stops."""
 
     def __post_init__(self) -> None:
         if self.task != HUMANEVAL:

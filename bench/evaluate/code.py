@@ -40,6 +40,20 @@ from bench.lm_tasks import subsample
 
 #: Generated tokens decoded at each step to look for a stop (the longest stop is 7 characters).
 STOP_WINDOW = 16
+#: With ``chat_template``: the user turn, and the start of the assistant turn the model continues.
+CHAT_REQUEST = "Complete the following Python function.\n\n```python\n{prompt}```"
+CHAT_ANSWER = "```python\n{prompt}"
+#: With ``chat_template`` a code fence ends a body too (the base SmolLM2 often closes the fence at once).
+CHAT_STOPS = (*STOP_SEQUENCES, "```")
+
+
+def render_prompt(tokenizer: Any, prompt: str, *, chat: bool) -> list[int]:
+    """Token ids of what the model continues: the prompt, or (``chat``) the chat turn ending in it."""
+    if not chat or not getattr(tokenizer, "chat_template", None):
+        return list(tokenizer(prompt)["input_ids"])
+    head = tokenizer.apply_chat_template([{"role": "user", "content": CHAT_REQUEST.format(prompt=prompt)}],
+                                         tokenize=False, add_generation_prompt=True)
+    return list(tokenizer(head + CHAT_ANSWER.format(prompt=prompt), add_special_tokens=False)["input_ids"])
 
 
 @dataclass(frozen=True)
@@ -108,7 +122,7 @@ def make_generate_fn(model: Any, tokenizer: Any, spec: HumanEvalSpec, *, seed: i
     config = _generation_config(model, tokenizer, spec, int(pad))
 
     def generate(prompts: list[str], n: int) -> list[list[str]]:
-        encoded = [list(tokenizer(p)["input_ids"]) for p in prompts]
+        encoded = [render_prompt(tokenizer, p, chat=spec.chat_template) for p in prompts]
         requests = [(i, j) for i in range(len(prompts)) for j in range(n)]
         order = sorted(range(len(requests)), key=lambda r: -len(encoded[requests[r][0]]))
         out = [[""] * n for _ in prompts]
@@ -170,8 +184,9 @@ def evaluate_humaneval(model: Any, tokenizer: Any, spec: HumanEvalSpec, *, seed:
                          "to run it in the sandbox (docs/sandbox.md)")
     problems, meter = select_problems(spec.max_items), TokenMeter()
     start = time.perf_counter()
-    generate = make_generate_fn(model, tokenizer, spec, seed=seed, meter=meter, progress=progress)
-    completions = generate_completions(generate, problems, spec.n_samples)
+    stops = CHAT_STOPS if spec.chat_template else STOP_SEQUENCES
+    generate = make_generate_fn(model, tokenizer, spec, seed=seed, meter=meter, stops=stops, progress=progress)
+    completions = generate_completions(generate, problems, spec.n_samples, stops)
     gen_s, start = time.perf_counter() - start, time.perf_counter()
     result = score(problems, completions, ks=spec.k, allow_code_execution=True, workers=min(2, os.cpu_count() or 1),
                    limits=SandboxLimits(timeout_s=spec.timeout_s), allow_unsafe_network=execution.allow_unsafe_network)
