@@ -26,7 +26,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from bench import api
 
     summary = api.run_suite(suite, data_dir=args.data_dir, results=args.results_dir, force=args.force,
-                            quiet=args.quiet, allow_code_execution=args.allow_code_execution,
+                            quiet=args.quiet, jobs=args.jobs, allow_code_execution=args.allow_code_execution,
                             allow_unsafe_network=args.allow_unsafe_network)
     print(f"{len(summary.ran)} ran, {len(summary.skipped)} skipped (already stored), "
           f"{len(summary.failed)} failed; results in {api.results_dir(args.results_dir)}")
@@ -91,6 +91,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 1 if result.failures() else 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got '{text}'")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     """The ``bench`` argument parser."""
     top = argparse.ArgumentParser(prog="bench", description="PEFT benchmark harness")
@@ -101,6 +111,8 @@ def parser() -> argparse.ArgumentParser:
                      help="override a suite value, e.g. --set train.epochs=1 (repeatable)")
     run.add_argument("--force", action="store_true", help="rerun cells that already succeeded")
     run.add_argument("--quiet", action="store_true", help="no progress bars or per-cell lines")
+    run.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                     help="run cells in N worker processes, each with its share of the CPU cores (default 1)")
     run.add_argument("--allow-code-execution", action="store_true",
                      help="run model-written code (HumanEval) in the sandbox; required by suites that do")
     run.add_argument("--allow-unsafe-network", action="store_true",

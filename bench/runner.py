@@ -128,13 +128,14 @@ def _store(store: Store, record: dict[str, Any]) -> Path:
     return store.write(record)
 
 
-def run_suite(suite: Suite, store: Store, *, data_dir: Path, force: bool = False,
+def run_suite(suite: Suite, store: Store, *, data_dir: Path, force: bool = False, jobs: int = 1,
               progress: Any = None, echo: Callable[[str], None] = print,
               allow_code_execution: bool = False, allow_unsafe_network: bool = False) -> RunSummary:
     """Run every cell of ``suite`` not already stored as a success.
 
     All cells are resolved before any runs, so an unknown method, a bad method config or a
-    missing dataset fails the whole command up front (exit 2) instead of mid-suite. So does a
+    missing dataset fails the whole command up front (exit 2) instead of mid-suite. With
+    ``jobs > 1`` the cells run in that many worker processes (:mod:`bench.parallel`). So does a
     suite with HumanEval evaluations without ``allow_code_execution``, or where the sandbox
     cannot isolate programs and ``allow_unsafe_network`` is off.
     """
@@ -143,17 +144,24 @@ def run_suite(suite: Suite, store: Store, *, data_dir: Path, force: bool = False
     execution = _code_execution(suite, allow_code_execution, allow_unsafe_network)
     summary = RunSummary()
     bar = progress(total=len(cells), desc=suite.name, unit="cell") if progress else None
-    try:
-        for i, (cell, spec) in enumerate(zip(cells, specs, strict=True), start=1):
-            rid = run_id(spec)
-            if not force and store.succeeded(suite.name, cell.method.id, rid):
-                summary.skipped.append(rid)
-                echo(f"[{i}/{len(cells)}] {cell.label}: stored ({rid}), skipped")
-            else:
-                _run_one(cell, spec, rid, store, data_dir, progress, summary, echo, f"[{i}/{len(cells)}]",
-                         execution)
+    todo = []
+    for i, (cell, spec) in enumerate(zip(cells, specs, strict=True), start=1):
+        rid, tag = run_id(spec), f"[{i}/{len(cells)}]"
+        if not force and store.succeeded(suite.name, cell.method.id, rid):
+            summary.skipped.append(rid)
+            echo(f"{tag} {cell.label}: stored ({rid}), skipped")
             if bar is not None:
                 bar.update(1)
+        else:
+            todo.append((cell, spec, rid, tag))
+    try:
+        if jobs > 1 and len(todo) > 1:
+            _run_parallel(todo, store, data_dir, jobs, summary, echo, bar, execution)
+        else:
+            for cell, spec, rid, tag in todo:
+                _run_one(cell, spec, rid, store, data_dir, progress, summary, echo, tag, execution)
+                if bar is not None:
+                    bar.update(1)
     finally:
         if bar is not None:
             bar.close()
@@ -175,18 +183,50 @@ def _code_execution(suite: Suite, allowed: bool, allow_unsafe_network: bool) -> 
     return CodeExecution(allowed=True, allow_unsafe_network=allow_unsafe_network)
 
 
+def _canceled(store: Store, cell: Cell, spec: dict[str, Any], rid: str, echo: Callable[[str], None],
+              tag: str) -> None:
+    _store(store, make_record(run_id=rid, spec=spec, env=environment("unknown"), status="canceled",
+                              error="interrupted by the user", started_at=now(), finished_at=now()))
+    echo(f"{tag} {cell.label}: canceled ({rid})")
+
+
 def _run_one(cell: Cell, spec: dict[str, Any], rid: str, store: Store, data_dir: Path, progress: Any,
              summary: RunSummary, echo: Callable[[str], None], tag: str, execution: Any = None) -> None:
     start = time.perf_counter()
     try:
         record = run_cell(cell, spec, rid, data_dir, progress, execution)
     except KeyboardInterrupt:
-        _store(store, make_record(run_id=rid, spec=spec, env=environment("unknown"), status="canceled",
-                                  error="interrupted by the user", started_at=now(), finished_at=now()))
-        echo(f"{tag} {cell.label}: canceled ({rid})")
+        _canceled(store, cell, spec, rid, echo, tag)
         raise
+    _finish(record, time.perf_counter() - start, cell, rid, store, summary, echo, tag)
+
+
+def _run_parallel(todo: list[tuple[Cell, dict[str, Any], str, str]], store: Store, data_dir: Path, jobs: int,
+                  summary: RunSummary, echo: Callable[[str], None], bar: Any, execution: Any = None) -> None:
+    from functools import partial
+
+    from bench.parallel import CellPool, _timed_cell
+
+    cells = CellPool(todo, data_dir, jobs, fn=partial(_timed_cell, execution=execution))
+    try:
+        for (cell, spec, rid, tag), record, seconds in cells.results():
+            if record is None:  # the worker died: the cell failed, and says why
+                record = make_record(run_id=rid, spec=spec, env=environment("unknown"), status="failed",
+                                     error=str(seconds), started_at=now(), finished_at=now())
+                seconds = 0.0
+            _finish(record, float(seconds), cell, rid, store, summary, echo, tag)
+            if bar is not None:
+                bar.update(1)
+    except KeyboardInterrupt:
+        cells.stop()
+        for cell, spec, rid, tag in cells.in_flight.values():
+            _canceled(store, cell, spec, rid, echo, tag)
+        raise
+
+
+def _finish(record: dict[str, Any], seconds: float, cell: Cell, rid: str, store: Store, summary: RunSummary,
+            echo: Callable[[str], None], tag: str) -> None:
     summary.paths.append(_store(store, record))
-    seconds = time.perf_counter() - start
     if record["status"] == "success":
         summary.ran.append(rid)
         m = record["metrics"]

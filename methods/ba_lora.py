@@ -219,7 +219,7 @@ def _require_classification(ctx: FitContext) -> None:
         raise CellError("ba-lora: the NLG form needs the generative path (not available yet)")
 
 
-@register_method("ba-lora", config=BaLoraConfig, version="1")
+@register_method("ba-lora", config=BaLoraConfig, version="2")
 class BaLoraAdapter:
     """BA-LoRA on a sequence classifier: ``fit`` = :meth:`prepare` + :meth:`train` + :meth:`finish`."""
 

@@ -129,7 +129,7 @@ def _two_networks(ctx: FitContext, c: CoTeachingConfig) -> tuple[nn.Module, list
     return model, head
 
 
-@register_method("co-teaching", config=CoTeachingConfig, version="1")
+@register_method("co-teaching", config=CoTeachingConfig, version="2")
 class CoTeachingAdapter:
     """Co-Teaching: two LoRA networks exchange their small-loss samples every batch."""
 

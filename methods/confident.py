@@ -47,7 +47,7 @@ class ConfidentLearningConfig:
             raise ValueError(f"Invalid filter_by: {self.filter_by!r}; expected one of {', '.join(FILTERS)}")
 
 
-@register_method("cleanlab", config=ConfidentLearningConfig, version="1")
+@register_method("cleanlab", config=ConfidentLearningConfig, version="2")
 class ConfidentLearningAdapter:
     """Cross-validated LoRA probabilities -> cleanlab's label issues -> LoRA on the rest."""
 

@@ -288,7 +288,7 @@ class Detection:
     """The clean LoRA's tensors (peft state-dict keys), for ``classifier_init: clean``."""
 
 
-@register_method("delora-nld", config=DeloraConfig, version="1")
+@register_method("delora-nld", config=DeloraConfig, version="2")
 class DeloraAdapter:
     """Delora: dual-LoRA detector, relabelling, then a LoRA classifier on the selection."""
 

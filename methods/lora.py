@@ -70,7 +70,7 @@ def _convert(model: Any, initial: tempfile.TemporaryDirectory[str], ctx: FitCont
     return replace(fitted_from(converted, ctx), trained_parameters=count_parameters(model)[0])
 
 
-@register_method("lora", config=LoraConfig, version="1")
+@register_method("lora", config=LoraConfig, version="2")
 class LoraAdapter:
     """Fine-tune a peft LoRA adapter (of any variant) and the classification head with CE.
 

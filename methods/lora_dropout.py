@@ -196,7 +196,7 @@ class LoraDropoutFitted(ModelFitted):
             out["masked_n1"] = members[0]
         return out
 
-@register_method("lora-dropout", config=LoraDropoutConfig, version="1")
+@register_method("lora-dropout", config=LoraDropoutConfig, version="2")
 class LoraDropoutAdapter:
     """LoRA whose A columns and B rows are dropped while training; a test-time mask ensemble."""
 

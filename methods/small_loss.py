@@ -66,7 +66,7 @@ def select_small_loss(losses: NDArray[np.float64], config: SmallLossConfig,
     return smallest_fraction(losses, 1.0 - rate), rate
 
 
-@register_method("small-loss", config=SmallLossConfig, version="1")
+@register_method("small-loss", config=SmallLossConfig, version="2")
 class SmallLossAdapter:
     """Train a LoRA classifier on the small-loss samples, reselected every epoch after warm-up."""
 

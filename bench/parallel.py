@@ -1,0 +1,121 @@
+"""Run cells in worker processes (``bench run --jobs N``).
+
+Each worker is a fresh ``spawn`` process with ``cpu_count // N`` torch threads (at least one),
+so N single-thread workers on an N-core CPU give the same numbers as ``OMP_NUM_THREADS=1 bench
+run``: the thread count changes the float reduction order, and that changes accuracy in
+seed-unstable cells (results/baselines/README.md). Workers only compute; the parent process
+writes every record, so the store has a single writer. A worker that dies (killed, out of
+memory) fails its cell with that reason and the rest of the suite goes on in a new pool.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def threads_per_job(jobs: int) -> int:
+    """Torch threads for each of ``jobs`` workers: the cores shared out, at least one."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+@contextmanager
+def thread_env(threads: int) -> Iterator[None]:
+    """Set the thread-count variables that spawned children read when torch starts."""
+    old = {name: os.environ.get(name) for name in THREAD_VARS}
+    os.environ.update({name: str(threads) for name in THREAD_VARS})
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    from bench.api import quiet_libraries
+
+    torch.set_num_threads(threads)
+    quiet_libraries()
+
+
+def _timed_cell(cell: Any, spec: dict[str, Any], rid: str, data_dir: Path,
+                execution: Any = None) -> tuple[dict[str, Any], float]:
+    from bench.runner import run_cell
+
+    start = time.perf_counter()
+    record = run_cell(cell, spec, rid, data_dir, None, execution)
+    return record, time.perf_counter() - start
+
+
+def pool(jobs: int) -> ProcessPoolExecutor:
+    """A spawn pool of ``jobs`` workers with their share of the cores."""
+    threads = threads_per_job(jobs)
+    with thread_env(threads):
+        executor = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
+                                       initializer=_init_worker, initargs=(threads,))
+        # workers start on the first submit; warm them now, inside the thread environment
+        for f in [executor.submit(os.getpid) for _ in range(jobs)]:
+            f.result()
+    return executor
+
+
+class CellPool:
+    """Runs ``(cell, spec, run_id, tag)`` items on ``jobs`` workers.
+
+    :meth:`results` yields ``(item, record, seconds)`` as cells finish, or ``(item, None,
+    reason)`` when a worker died. :attr:`in_flight` holds the items submitted and not yet
+    yielded, so a Ctrl-C anywhere can store them as canceled; :meth:`stop` kills the workers.
+    """
+
+    def __init__(self, todo: list[tuple[Any, dict[str, Any], str, str]], data_dir: Path, jobs: int,
+                 fn: Callable[..., tuple[dict[str, Any], float]] = _timed_cell) -> None:
+        self.queue, self.data_dir, self.jobs, self.fn = list(todo), data_dir, jobs, fn
+        self.in_flight: dict[Future[Any], tuple[Any, dict[str, Any], str, str]] = {}
+        self.executor: ProcessPoolExecutor | None = None
+
+    def results(self) -> Iterator[tuple[tuple[Any, dict[str, Any], str, str], dict[str, Any] | None, float | str]]:
+        """Run everything; yield each cell's outcome as it finishes."""
+        while self.queue:
+            self.executor = pool(self.jobs)
+            broken = False
+            while (self.queue or self.in_flight) and not broken:
+                while self.queue and len(self.in_flight) < self.jobs:
+                    item = self.queue.pop(0)
+                    self.in_flight[self.executor.submit(self.fn, *item[:3], self.data_dir)] = item
+                done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    try:
+                        record, seconds = future.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        yield self.in_flight.pop(future), None, "its worker process died (killed, or out of memory?)"
+                        continue
+                    yield self.in_flight.pop(future), record, seconds
+            if broken:  # cells still in flight died with the pool; the queue goes to a new one
+                for future in list(self.in_flight):
+                    yield self.in_flight.pop(future), None, \
+                        "its worker process died with another cell's (killed, or out of memory?)"
+            self.executor.shutdown(wait=True)
+
+    def stop(self) -> None:
+        """Kill the workers (Ctrl-C): their cells are lost anyway and must not outlive the run."""
+        if self.executor is None:
+            return
+        processes = getattr(self.executor, "_processes", None) or {}
+        for process in list(processes.values()):
+            process.terminate()
+        self.executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,86 @@
+"""Tests for ``bench run --jobs N``: the same numbers as one process, and a dead worker fails only its cell."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from bench import api
+from bench.parallel import CellPool, thread_env, threads_per_job
+from bench.suite import load_suite
+
+
+def _toy(tmp_path: Path) -> tuple[Path, Path]:
+    folder = tmp_path / "data" / "toyds"
+    folder.mkdir(parents=True)
+    (folder / "labels.json").write_text('["a", "b"]')
+    words = ["good", "bad"]
+    for split, n in (("train", 24), ("test", 8)):
+        (folder / f"{split}.jsonl").write_text("".join(
+            json.dumps({"text": f"{words[i % 2]} item {i}", "label": i % 2}) + "\n" for i in range(n)))
+    suite = tmp_path / "toy.yaml"
+    suite.write_text("name: toy\nmodel: random:tiny-bert\ntasks:\n  toy: {dataset: toyds}\n"
+                     "methods: {lora: {config: {r: 2, alpha: 4}}}\nseeds: [0, 1, 2]\n"
+                     "train: {epochs: 1, batch_size: 8, precision: fp32}\n")
+    return tmp_path / "data", suite
+
+
+def _probs(results: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for path in results.rglob("*.preds.npz"):
+        with np.load(path) as blob:
+            out[path.name] = blob["probs"]
+    return out
+
+
+def test_jobs_give_the_numbers_of_one_process_at_the_same_thread_count(tmp_path: Path) -> None:
+    data, suite = _toy(tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads_per_job(2))
+    try:
+        one = api.run_suite(load_suite(str(suite)), data_dir=data, results=tmp_path / "one", quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    two = api.run_suite(load_suite(str(suite)), data_dir=data, results=tmp_path / "two", quiet=True, jobs=2)
+    assert len(one.ran) == len(two.ran) == 3 and not one.failed and not two.failed
+    assert sorted(one.ran) == sorted(two.ran)
+    a, b = _probs(tmp_path / "one"), _probs(tmp_path / "two")
+    assert sorted(a) == sorted(b) and len(a) == 3
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+    # a rerun with jobs skips what is stored, without starting workers
+    again = api.run_suite(load_suite(str(suite)), data_dir=data, results=tmp_path / "two", quiet=True, jobs=2)
+    assert len(again.skipped) == 3 and not again.ran
+
+
+def die_on_b(cell: Any, spec: dict[str, Any], rid: str, data_dir: Path) -> tuple[dict[str, Any], float]:
+    """A cell function for the pool test: the worker running cell 'b' dies at once."""
+    if rid == "b":
+        os._exit(9)
+    return {"status": "success", "run_id": rid, "threads": os.environ.get("OMP_NUM_THREADS")}, 0.5
+
+
+def test_a_dead_worker_fails_its_cell_and_the_rest_run_in_a_new_pool(tmp_path: Path) -> None:
+    todo = [(None, {}, rid, f"[{i}/4]") for i, rid in enumerate("abcd", start=1)]
+    outcomes = {item[2]: (record, seconds) for item, record, seconds in
+                CellPool(todo, tmp_path, jobs=1, fn=die_on_b).results()}
+    assert sorted(outcomes) == ["a", "b", "c", "d"]
+    assert outcomes["b"][0] is None and "worker process died" in str(outcomes["b"][1])
+    for rid in "acd":
+        record, seconds = outcomes[rid]
+        assert record == {"status": "success", "run_id": rid, "threads": str(threads_per_job(1))}
+        assert seconds == 0.5
+
+
+def test_thread_env_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    with thread_env(1):
+        assert os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "1"
+    assert os.environ["OMP_NUM_THREADS"] == "7" and "MKL_NUM_THREADS" not in os.environ
