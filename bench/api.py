@@ -58,15 +58,22 @@ def quiet_libraries() -> None:
 
 def run_suite(suite: Suite | str, *, overrides: tuple[str, ...] = (), data_dir: str | Path | None = None,
               results: str | Path | None = None, force: bool = False, quiet: bool = False, jobs: int = 1,
-              echo: Callable[[str], None] = print) -> RunSummary:
-    """Run a suite (name, path or loaded :class:`Suite`) into the store."""
+              echo: Callable[[str], None] = print, allow_code_execution: bool = False,
+              allow_unsafe_network: bool = False) -> RunSummary:
+    """Run a suite (name, path or loaded :class:`Suite`) into the store.
+
+    ``allow_code_execution`` opts in to running model-written code (HumanEval) in the sandbox;
+    ``allow_unsafe_network`` lets it run without namespaces where the kernel forbids them
+    (docs/sandbox.md). Neither is part of a cell's identity.
+    """
     from bench import runner
 
     loaded = suite if isinstance(suite, Suite) else load_suite(suite, overrides)
     quiet_libraries()
     return runner.run_suite(loaded, Store(results_dir(results)), data_dir=resolve_data_dir(data_dir),
                             force=force, jobs=jobs, progress=progress_factory(quiet),
-                            echo=(lambda _msg: None) if quiet else echo)
+                            echo=(lambda _msg: None) if quiet else echo, allow_code_execution=allow_code_execution,
+                            allow_unsafe_network=allow_unsafe_network)
 
 
 def latest_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -16,15 +16,18 @@ from bench.errors import BenchError
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench.data.loaders import resolve_data_dir
+    from bench.generative import require_code_execution
     from bench.suite import load_suite
 
     # a typo in the suite, a --set or the data dir fails in a moment, before torch is imported
     suite = load_suite(args.suite, tuple(args.set))
+    require_code_execution(suite.name, suite.tasks, allowed=args.allow_code_execution)
     resolve_data_dir(args.data_dir)
     from bench import api
 
-    summary = api.run_suite(suite, data_dir=args.data_dir,
-                            results=args.results_dir, force=args.force, quiet=args.quiet, jobs=args.jobs)
+    summary = api.run_suite(suite, data_dir=args.data_dir, results=args.results_dir, force=args.force,
+                            quiet=args.quiet, jobs=args.jobs, allow_code_execution=args.allow_code_execution,
+                            allow_unsafe_network=args.allow_unsafe_network)
     print(f"{len(summary.ran)} ran, {len(summary.skipped)} skipped (already stored), "
           f"{len(summary.failed)} failed; results in {api.results_dir(args.results_dir)}")
     return 1 if summary.failed else 0
@@ -110,6 +113,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars or per-cell lines")
     run.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
                      help="run cells in N worker processes, each with its share of the CPU cores (default 1)")
+    run.add_argument("--allow-code-execution", action="store_true",
+                     help="run model-written code (HumanEval) in the sandbox; required by suites that do")
+    run.add_argument("--allow-unsafe-network", action="store_true",
+                     help="where the kernel gives the sandbox no namespaces, run programs with resource "
+                          "limits only (no network or filesystem isolation; docs/sandbox.md)")
     ls = sub.add_parser("ls", help="list suites, methods, datasets, models")
     ls.add_argument("what", nargs="?", default="all", choices=["all", "suites", "methods", "datasets", "models"])
     validate = sub.add_parser("validate", help="resolve suites without running them")

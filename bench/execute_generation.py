@@ -3,12 +3,15 @@
 The runner hands every cell whose task is a :class:`~bench.generative.GenerationTaskSpec`
 here. The record has the classification record's shape: metrics are flat,
 ``<eval name>_<metric>`` (``gsm8k_exact_match_strict_match``, ``mmlu_5shot_acc``,
-``mmlu_5shot_ece``), efficiency adds ``eval_<name>_wall_s`` per evaluation and generation
-throughput, and diagnostics hold lm-eval's version and the task configs' hash.
+``mmlu_5shot_ece``, ``humaneval_pass_at_1``), efficiency adds ``eval_<name>_wall_s`` per
+evaluation and generation throughput, and diagnostics hold lm-eval's version, the task configs'
+hash and, for HumanEval, the count of each sandbox outcome. HumanEval evaluations run through
+:mod:`bench.evaluate.code`, and only when the run opted in to code execution.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,8 +28,9 @@ from bench.config import build
 from bench.encode import Encoded
 from bench.env import environment
 from bench.errors import CellError, failure_text
+from bench.evaluate.code import CodeExecution, evaluate_humaneval
 from bench.evaluate.generation import evaluate_model, per_item
-from bench.generative import GenerationTaskSpec
+from bench.generative import EvalSpec, GenerationTaskSpec, HumanEvalSpec
 from bench.method import FitContext
 from bench.profile import Phase, overall_peaks, train_figures
 from bench.record import make_record, now
@@ -37,7 +41,7 @@ from bench.train import resolve_precision
 #: Validation items the reload check compares next-token probabilities on.
 RELOAD_ITEMS = 2
 #: Per-eval figures that describe the evaluation rather than score the model (kept in diagnostics).
-EVAL_INFO = ("n_items", "num_fewshot")
+EVAL_INFO = ("n_items", "num_fewshot", "n_samples")
 
 
 @lru_cache(maxsize=4)
@@ -98,20 +102,51 @@ def _flatten(evals: dict[str, dict[str, float]]) -> tuple[dict[str, float], dict
     return metrics, info
 
 
-def _evaluate(s: GenerationSetup, fitted: CausalFitted, data_dir: Path) -> tuple[dict[str, Any], ...]:
+def _evaluate(s: GenerationSetup, fitted: CausalFitted, data_dir: Path,
+              execution: CodeExecution) -> tuple[dict[str, Any], ...]:
+    lm_evals = [e for e in s.task.evals if isinstance(e, EvalSpec)]
+    code_evals = [e for e in s.task.evals if isinstance(e, HumanEvalSpec)]
+    evals: dict[str, dict[str, float]] = {}
+    efficiency: dict[str, Any] = {}
+    diagnostics: dict[str, Any] = {"n_truncated": s.train.n_truncated}
+    arrays: dict[str, Any] = {}
+    reasons: dict[str, dict[str, int]] = {}
+    gen_tokens, gen_s = 0.0, 0.0
     with Phase("eval", s.ctx.device) as phase:
         with torch.no_grad():
-            result = evaluate_model(fitted.model, fitted.tokenizer, s.task.evals, data_dir,
-                                    quiet=s.ctx.progress is None)
-    metrics, info = _flatten(result["evals"])
-    efficiency = {**phase.figures, **result["efficiency"]}
-    diagnostics = {"lm_eval": result["lm_eval"], "evals": info, "n_truncated": s.train.n_truncated}
-    arrays = {k: v for spec in s.task.evals for k, v in per_item(result["results"][spec.name], spec).items()}
-    return metrics, efficiency, diagnostics, arrays
+            if lm_evals:
+                result = evaluate_model(fitted.model, fitted.tokenizer, lm_evals, data_dir,
+                                        quiet=s.ctx.progress is None)
+                evals.update(result["evals"])
+                efficiency.update(result["efficiency"])
+                diagnostics["lm_eval"] = result["lm_eval"]
+                for spec in lm_evals:
+                    arrays.update(per_item(result["results"][spec.name], spec))
+                gen_tokens = efficiency.get("gen_tokens", 0.0)
+                gen_s = gen_tokens / efficiency["gen_tokens_per_s"] if gen_tokens else 0.0
+            for spec in code_evals:
+                start = time.perf_counter()
+                out = evaluate_humaneval(fitted.model, fitted.tokenizer, spec, seed=s.ctx.seed, execution=execution,
+                                         progress=s.ctx.progress)
+                evals[spec.name] = out["metrics"]
+                efficiency.update(out["efficiency"], **{f"eval_{spec.name}_wall_s": time.perf_counter() - start})
+                reasons[spec.name] = out["reasons"]
+                arrays.update(out["arrays"])
+                gen_tokens, gen_s = gen_tokens + out["gen_tokens"], gen_s + out["gen_s"]
+    if gen_tokens:
+        efficiency.update(gen_tokens=float(gen_tokens), gen_tokens_per_s=gen_tokens / gen_s if gen_s else float("nan"))
+    metrics, diagnostics["evals"] = _flatten(evals)
+    for name, counts in reasons.items():  # sandbox outcomes of every sample: passed, failed, timeout, ...
+        diagnostics["evals"][name]["reasons"] = counts
+    return metrics, {**phase.figures, **efficiency}, diagnostics, arrays
 
 
-def run_generation_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progress: Any) -> dict[str, Any]:
-    """Execute one generation cell and return its record (success, or failed with the reason)."""
+def run_generation_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progress: Any,
+                        execution: CodeExecution | None = None) -> dict[str, Any]:
+    """Execute one generation cell and return its record (success, or failed with the reason).
+
+    ``execution`` carries the run's opt-in to execute model-written code (HumanEval evaluations).
+    """
     curves: dict[str, list[Any]] = {}
 
     def log(row: dict[str, Any]) -> None:
@@ -130,7 +165,7 @@ def run_generation_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Pa
         if not isinstance(fitted, CausalFitted):
             raise CellError(f"method '{cell.method.method}' returned {type(fitted).__name__}, not a CausalFitted")
         efficiency.update(phase.figures, **train_figures(stats))
-        metrics, eval_figures, diagnostics, arrays = _evaluate(s, fitted, data_dir)
+        metrics, eval_figures, diagnostics, arrays = _evaluate(s, fitted, data_dir, execution or CodeExecution())
         efficiency.update(eval_figures)
         items = s.val if len(s.val) else s.train
         items = SftData(items.input_ids[:RELOAD_ITEMS], items.target_masks[:RELOAD_ITEMS], items.ids[:RELOAD_ITEMS])
@@ -153,5 +188,5 @@ def run_generation_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Pa
 def summary_line(metrics: dict[str, Any]) -> str:
     """The runner's one-line result of a generation cell: every evaluation's headline metrics."""
     keys = [k for k in metrics if k.endswith(("_exact_match_strict_match", "_exact_match_flexible_extract",
-                                              "_acc", "_ece"))]
+                                              "_acc", "_ece")) or "_pass_at_" in k]
     return ", ".join(f"{k} {100 * metrics[k]:.2f}%" for k in keys) or "no metrics"

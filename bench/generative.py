@@ -26,6 +26,8 @@ from bench.errors import BenchError
 
 FORMATS = ("gsm8k", "alpaca", "fields")
 GENERATION = "generation"
+#: The ``task:`` of an evaluation that samples code and runs it in the sandbox (not an lm-eval task).
+HUMANEVAL = "humaneval"
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,56 @@ class EvalSpec:
 
 
 @dataclass(frozen=True)
+class HumanEvalSpec:
+    """HumanEval (Chen et al. 2021): sample completions of the 164 function bodies, run them in the sandbox.
+
+    Defaults follow the paper's pass@1 setting (greedy, one sample); pass@10 and pass@100 are
+    usually estimated from n >= k samples at temperature 0.2 / 0.8 with nucleus p = 0.95.
+    """
+
+    task: str = HUMANEVAL
+    """Always ``humaneval``."""
+    name: str = ""
+    """Key of this evaluation in the record (defaults to the key in the suite)."""
+    n_samples: int = 1
+    """Completions per problem (the n of the unbiased pass@k estimator)."""
+    temperature: float = 0.0
+    """0: greedy decoding (then ``n_samples`` must be 1); > 0: sampling at this temperature."""
+    top_p: float = 0.95
+    """Nucleus sampling mass (used only when sampling)."""
+    k: tuple[int, ...] = (1,)
+    """The k of pass@k to report; each at most ``n_samples``."""
+    max_items: int | None = None
+    """Score a deterministic subsample of this many problems (seeded, sorted); None: all 164."""
+    max_gen_toks: int = 512
+    """Cap on new tokens per completion (generation also stops at the stop sequences)."""
+    batch_size: int = 8
+    """Completions generated at once (left-padded)."""
+    timeout_s: float = 5.0
+    """Wall-clock limit per program in the sandbox."""
+    chat_template: bool = False
+    """False: continue the prompt as plain text (Chen et al. 2021). True (instruct models): a user
+    turn asks to complete the function and the assistant turn starts with a Python code fence
+    followed by the prompt, so the model still writes only the body; the closing fence also stops."""
+
+    def __post_init__(self) -> None:
+        if self.task != HUMANEVAL:
+            raise ValueError(f"Invalid task {self.task!r} for a HumanEval evaluation")
+        if self.n_samples < 1 or self.batch_size < 1 or self.max_gen_toks < 1:
+            raise ValueError("n_samples, batch_size and max_gen_toks must be >= 1")
+        if self.max_items is not None and self.max_items < 1:
+            raise ValueError(f"Invalid max_items: {self.max_items}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.timeout_s <= 0:
+            raise ValueError(f"Invalid temperature {self.temperature}, top_p {self.top_p} "
+                             f"or timeout_s {self.timeout_s}")
+        if self.temperature == 0 and self.n_samples > 1:
+            raise ValueError(f"n_samples {self.n_samples} with temperature 0: greedy samples are identical; "
+                             "sample with temperature > 0")
+        if not self.k or any(not 1 <= k <= self.n_samples for k in self.k):
+            raise ValueError(f"Invalid k {list(self.k)}: each k must be between 1 and n_samples ({self.n_samples})")
+
+
+@dataclass(frozen=True)
 class GenerationTaskSpec:
     """A causal-LM task: SFT data (answer tokens carry the loss) and the evaluations to run."""
 
@@ -82,8 +134,8 @@ class GenerationTaskSpec:
     """Format SFT pairs with the tokenizer's chat template where it has one."""
     system_prompt: str | None = None
     """System message for the chat template (None: the template's default)."""
-    evals: tuple[EvalSpec, ...] = ()
-    """The lm-eval evaluations of the fitted model."""
+    evals: tuple[EvalSpec | HumanEvalSpec, ...] = ()
+    """The evaluations of the fitted model: lm-eval tasks and HumanEval."""
     noise: None = None
     """Generation tasks take no label noise (kept for the grid's task × noise product)."""
 
@@ -119,9 +171,28 @@ def build_generation_task(raw: dict[str, Any], where: str) -> GenerationTaskSpec
     built = []
     for key, entry in evals.items():
         entry = entry if isinstance(entry, dict) else {"task": entry}
-        built.append(build(EvalSpec, {"name": str(key), **entry}, f"{where}.evals.{key}"))
+        kind = HumanEvalSpec if entry.get("task") == HUMANEVAL else EvalSpec
+        built.append(build(kind, {"name": str(key), **entry}, f"{where}.evals.{key}"))
     task = build(GenerationTaskSpec, data, where)
     try:
         return GenerationTaskSpec(**{**task.__dict__, "evals": tuple(built)})
     except ValueError as err:
         raise BenchError(f"{where}: {err}") from None
+
+
+def code_evals(tasks: Any) -> list[str]:
+    """``<task>.<eval>`` of every evaluation among ``tasks`` that executes model-written code."""
+    return [f"{t.name}.{e.name}" for t in tasks if isinstance(t, GenerationTaskSpec)
+            for e in t.evals if isinstance(e, HumanEvalSpec)]
+
+
+def require_code_execution(suite_name: str, tasks: Any, *, allowed: bool) -> None:
+    """Refuse a suite whose evaluations run model-written code unless the run opted in.
+
+    Raises:
+        BenchError: one line naming the evaluations and the flag.
+    """
+    found = code_evals(tasks)
+    if found and not allowed:
+        raise BenchError(f"suite '{suite_name}' runs model-written code ({', '.join(found)}); pass "
+                         "--allow-code-execution to run it in the sandbox (docs/sandbox.md)")

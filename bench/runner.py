@@ -18,7 +18,7 @@ import numpy as np
 from bench import execute
 from bench.cells import Cell, plan, resolve_spec
 from bench.env import environment
-from bench.errors import failure_text
+from bench.errors import BenchError, failure_text
 from bench.evaluate.classification import (
     classification_metrics,
     collapse_message,
@@ -26,7 +26,7 @@ from bench.evaluate.classification import (
     relabel_metrics,
     selection_curves,
 )
-from bench.generative import GenerationTaskSpec
+from bench.generative import GenerationTaskSpec, code_evals, require_code_execution
 from bench.profile import Phase, overall_peaks, train_figures
 from bench.record import make_record, now, run_id
 from bench.store import Store
@@ -54,12 +54,17 @@ def _split_diagnostics(diagnostics: dict[str, Any]) -> tuple[dict[str, Any], dic
     return kept, arrays
 
 
-def run_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progress: Any) -> dict[str, Any]:
-    """Execute one cell and return its record (success, or failed with the reason)."""
+def run_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progress: Any,
+             execution: Any = None) -> dict[str, Any]:
+    """Execute one cell and return its record (success, or failed with the reason).
+
+    ``execution`` (a :class:`bench.evaluate.code.CodeExecution`) is the run's opt-in to
+    execute model-written code; only generation cells with HumanEval evaluations use it.
+    """
     if isinstance(cell.task, GenerationTaskSpec):
         from bench.execute_generation import run_generation_cell
 
-        return run_generation_cell(cell, spec, rid, data_dir, progress)
+        return run_generation_cell(cell, spec, rid, data_dir, progress, execution)
     curves: dict[str, list[Any]] = {}
 
     def log(row: dict[str, Any]) -> None:
@@ -124,15 +129,19 @@ def _store(store: Store, record: dict[str, Any]) -> Path:
 
 
 def run_suite(suite: Suite, store: Store, *, data_dir: Path, force: bool = False, jobs: int = 1,
-              progress: Any = None, echo: Callable[[str], None] = print) -> RunSummary:
+              progress: Any = None, echo: Callable[[str], None] = print,
+              allow_code_execution: bool = False, allow_unsafe_network: bool = False) -> RunSummary:
     """Run every cell of ``suite`` not already stored as a success.
 
     All cells are resolved before any runs, so an unknown method, a bad method config or a
-    missing dataset fails the whole command up front (exit 2) instead of mid-suite. With
-    ``jobs > 1`` the cells run in that many worker processes (:mod:`bench.parallel`).
+    missing dataset fails the whole command up front (exit 2) instead of mid-suite. So does a
+    suite with HumanEval evaluations without ``allow_code_execution``, or where the sandbox
+    cannot isolate programs and ``allow_unsafe_network`` is off. With ``jobs > 1`` the cells
+    run in that many worker processes (:mod:`bench.parallel`).
     """
     cells = plan(suite)
     specs = [resolve_spec(cell, data_dir) for cell in cells]
+    execution = _code_execution(suite, allow_code_execution, allow_unsafe_network)
     summary = RunSummary()
     bar = progress(total=len(cells), desc=suite.name, unit="cell") if progress else None
     todo = []
@@ -147,16 +156,31 @@ def run_suite(suite: Suite, store: Store, *, data_dir: Path, force: bool = False
             todo.append((cell, spec, rid, tag))
     try:
         if jobs > 1 and len(todo) > 1:
-            _run_parallel(todo, store, data_dir, jobs, summary, echo, bar)
+            _run_parallel(todo, store, data_dir, jobs, summary, echo, bar, execution)
         else:
             for cell, spec, rid, tag in todo:
-                _run_one(cell, spec, rid, store, data_dir, progress, summary, echo, tag)
+                _run_one(cell, spec, rid, store, data_dir, progress, summary, echo, tag, execution)
                 if bar is not None:
                     bar.update(1)
     finally:
         if bar is not None:
             bar.close()
     return summary
+
+
+def _code_execution(suite: Suite, allowed: bool, allow_unsafe_network: bool) -> Any:
+    """The run's code-execution opt-in, checked before any cell trains (BenchError when refused)."""
+    require_code_execution(suite.name, suite.tasks, allowed=allowed)
+    if not code_evals(suite.tasks):
+        return None
+    from bench.evaluate.code import CodeExecution
+    from bench.evaluate.sandbox import isolation_problem
+
+    problem = isolation_problem()
+    if problem is not None and not allow_unsafe_network:
+        raise BenchError(f"the sandbox cannot isolate programs here ({problem}); pass --allow-unsafe-network "
+                         "to run them with resource limits only (docs/sandbox.md)")
+    return CodeExecution(allowed=True, allow_unsafe_network=allow_unsafe_network)
 
 
 def _canceled(store: Store, cell: Cell, spec: dict[str, Any], rid: str, echo: Callable[[str], None],
@@ -167,10 +191,10 @@ def _canceled(store: Store, cell: Cell, spec: dict[str, Any], rid: str, echo: Ca
 
 
 def _run_one(cell: Cell, spec: dict[str, Any], rid: str, store: Store, data_dir: Path, progress: Any,
-             summary: RunSummary, echo: Callable[[str], None], tag: str) -> None:
+             summary: RunSummary, echo: Callable[[str], None], tag: str, execution: Any = None) -> None:
     start = time.perf_counter()
     try:
-        record = run_cell(cell, spec, rid, data_dir, progress)
+        record = run_cell(cell, spec, rid, data_dir, progress, execution)
     except KeyboardInterrupt:
         _canceled(store, cell, spec, rid, echo, tag)
         raise
@@ -178,10 +202,12 @@ def _run_one(cell: Cell, spec: dict[str, Any], rid: str, store: Store, data_dir:
 
 
 def _run_parallel(todo: list[tuple[Cell, dict[str, Any], str, str]], store: Store, data_dir: Path, jobs: int,
-                  summary: RunSummary, echo: Callable[[str], None], bar: Any) -> None:
-    from bench.parallel import CellPool
+                  summary: RunSummary, echo: Callable[[str], None], bar: Any, execution: Any = None) -> None:
+    from functools import partial
 
-    cells = CellPool(todo, data_dir, jobs)
+    from bench.parallel import CellPool, _timed_cell
+
+    cells = CellPool(todo, data_dir, jobs, fn=partial(_timed_cell, execution=execution))
     try:
         for (cell, spec, rid, tag), record, seconds in cells.results():
             if record is None:  # the worker died: the cell failed, and says why

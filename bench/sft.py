@@ -58,16 +58,19 @@ def load_pairs(spec: GenerationTaskSpec, data_dir: Path) -> tuple[Pairs, Pairs]:
     """(train, validation) pairs: ``max_val`` rows held out, then ``max_train`` rows drawn (seeded).
 
     Raises:
-        BenchError: missing data, missing fields, empty responses.
+        BenchError: missing data, missing fields, no non-empty response (rows with an empty
+            response are skipped).
     """
     folder = find_dataset(spec.dataset, data_dir)
     rows = read_split(folder, spec.train_split)
     prompts, responses = row_pairs(rows, spec, f"{folder}/{spec.train_split}")
-    empty = next((i for i, r in enumerate(responses, 1) if not r.strip()), None)
-    if empty is not None:
-        raise BenchError(f"{folder}/{spec.train_split}:{empty}: empty response")
+    if not any(r.strip() for r in responses):
+        raise BenchError(f"{folder}/{spec.train_split}:1: empty response (every row's response is empty)")
     pairs = Pairs(prompts, responses, np.arange(len(rows), dtype=np.int64))
     order = np.random.default_rng(SFT_SUBSAMPLE_SEED).permutation(len(rows))
+    # Rows with an empty response teach nothing (CodeAlpaca's 2k release has 2): they are left
+    # out after the permutation, so data without any keeps exactly the rows it had.
+    order = order[[bool(responses[i].strip()) for i in order]]
     n_val = min(spec.max_val, len(rows) // 5)
     train_order = order[n_val:][: spec.max_train] if spec.max_train else order[n_val:]
     return pairs.take(np.sort(train_order)), pairs.take(np.sort(order[:n_val]))

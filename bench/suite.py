@@ -26,7 +26,8 @@ class TrainConfig:
     """Training hyperparameters shared by all methods of a suite (a method may override)."""
 
     epochs: int = 3
-    """Passes over the (noisy) training set."""
+    """Passes over the (noisy) training set. 0 trains nothing: the method's initial model is
+    evaluated (for LoRA on a generation task, the base model, since B starts at zero)."""
     batch_size: int = 32
     """Training batch size."""
     eval_batch_size: int = 128
@@ -47,8 +48,8 @@ class TrainConfig:
     """auto | fp32 | bf16: auto uses bf16 autocast where the hardware supports it."""
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("epochs and batch sizes must be >= 1")
+        if self.epochs < 0 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("epochs must be >= 0 and batch sizes >= 1")
         if self.lr < 0 or not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"Invalid lr {self.lr} or warmup_ratio {self.warmup_ratio}")
         if self.precision not in ("auto", "fp32", "bf16"):

@@ -2,7 +2,8 @@
 
 A generation record's metrics are flat, ``<eval name>_<metric>``; the evaluations of a task
 come from its spec (``spec.task.evals``), so the columns follow the suite: GSM8K exact match
-(strict and flexible extraction), MMLU accuracy and ECE per n-shot setting, then cost.
+(strict and flexible extraction), MMLU accuracy and ECE per n-shot setting, HumanEval pass@k for
+every k stored, then cost.
 """
 
 from __future__ import annotations
@@ -50,11 +51,19 @@ def _eval_names(records: Sequence[Record]) -> list[str]:
     return list(names)
 
 
+def _pass_at_ks(records: Sequence[Record], name: str) -> list[tuple[str, str, bool]]:
+    """``(pass_at_<k>, pass@<k>, True)`` for every k stored for evaluation ``name``, by k."""
+    prefix = f"{name}_pass_at_"
+    ks = {int(key[len(prefix):]) for r in records for key in (r.get("metrics") or {})
+          if key.startswith(prefix) and key[len(prefix):].isdigit()}
+    return [(f"pass_at_{k}", f"pass@{k}", True) for k in sorted(ks)]
+
+
 def _columns(records: Sequence[Record]) -> list[Column]:
     ok = [r for r in records if is_success(r)]
     columns = []
     for name in _eval_names(records):
-        for suffix, header, higher in HEADLINE:
+        for suffix, header, higher in (*HEADLINE, *_pass_at_ks(ok, name)):
             metric = f"{name}_{suffix}"
             if any(record_value(r, metric) is not None for r in ok):
                 arrow = "↑" if higher else "↓"
@@ -82,7 +91,8 @@ def generation_section(records: Sequence[Record], *, dirty: set[str]) -> list[st
         by_task[cell[0]][cell].append(record)
     lines = ["## Generation", "",
              "lm-eval scores of the fine-tuned causal LMs (exact match and accuracy in %, ECE with 15 "
-             "equal-width bins over the softmax of the choice loglikelihoods).", ""]
+             "equal-width bins over the softmax of the choice loglikelihoods); HumanEval pass@k in % "
+             "(unbiased estimator over the stored samples, programs run in the sandbox).", ""]
     for task in sorted(by_task):
         cells = by_task[task]
         columns = _columns([r for group in cells.values() for r in group])

@@ -98,6 +98,10 @@ def test_load_pairs_errors_name_the_row(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "sft" / "train.jsonl", [{"question": "q", "answer": " "}] * 6)
     with pytest.raises(BenchError, match="train:1: empty response"):
         load_pairs(_spec(), tmp_path)
+    rows = [{"question": f"q{i}", "answer": "" if i in (2, 5) else f"a{i}"} for i in range(10)]
+    write_jsonl(tmp_path / "sft" / "train.jsonl", rows)
+    train, val = load_pairs(_spec(max_val=0), tmp_path)  # empty responses are skipped, the rest kept
+    assert sorted(train.ids.tolist()) == [0, 1, 3, 4, 6, 7, 8, 9] and len(val.ids) == 0
     with pytest.raises(BenchError, match="no field 'prompt'"):
         load_pairs(_spec(format="fields"), tmp_path)
 

@@ -223,7 +223,7 @@ def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("old", "new", "expected"), [
     ("epochs: 2", "epochs: two", "train.epochs: expected int, got 'two'"),
     ("epochs: 2", "epochs: true", "train.epochs: expected int, got True"),
-    ("epochs: 2", "epochs: 0", "epochs and batch sizes must be >= 1"),
+    ("epochs: 2", "epochs: -1", "epochs must be >= 0 and batch sizes >= 1"),
     ("seeds: [0, 1]", "seeds: [0, x]", "seeds must be a non-empty list of integers"),
     ("seeds: [0, 1]", "seeds: 3", "seeds: expected a list"),
     ("rate: 0.2", "rate: 1.5", "noise[1]"),
