@@ -23,7 +23,7 @@ from bench.encode import Encoded
 from bench.errors import BenchError
 from bench.fitted import load_converted, load_peft, save_initial
 from bench.sft import SftData, target_labels
-from bench.train import autocast, collate, count_parameters, train_loop
+from bench.train import TrainStats, autocast, collate, count_parameters, train_loop
 
 #: Reload check of a generation model: the largest |Δp| of next-token probabilities allowed.
 RELOAD_TOLERANCE = 1e-5
@@ -114,6 +114,31 @@ def mean_target_loss(model: nn.Module, data: SftData, *, batch_size: int, device
     return total / max(count, 1)
 
 
+def train_causal(ctx: Any, model: nn.Module, *, loss_fn: Callable[..., torch.Tensor] | None = None,
+                 epoch_row: Callable[[], dict[str, Any]] | None = None,
+                 params: list[dict[str, Any]] | None = None) -> TrainStats:
+    """Train a wrapped causal LM on the context's SFT data with the shared loop.
+
+    One curve row per epoch: ``epoch``, ``train_loss`` (the mean of ``loss_fn``), ``val_loss``
+    (answer tokens of the held-out rows, eval mode) and what ``epoch_row()`` adds (a method's
+    own terms). ``loss_fn`` is a ``with_index`` hook; the default is :func:`sft_loss`.
+    """
+    train, val = sft_data(ctx), sft_data(ctx, val=True)
+    pad = ctx.tokenizer.pad_token_id
+    figures = {"batch_size": ctx.train_config.eval_batch_size, "device": ctx.device, "precision": ctx.precision,
+               "pad_id": pad}
+
+    def on_epoch_end(epoch: int, train_loss: float) -> None:
+        extra = epoch_row() if epoch_row is not None else {}
+        ctx.log({"epoch": epoch, "train_loss": train_loss, "val_loss": mean_target_loss(model, val, **figures),
+                 **extra})
+
+    return train_loop(model=model, data=Encoded(train.input_ids, np.zeros(len(train), np.int64), train.ids),
+                      cfg=ctx.train_config, seed=ctx.seed, device=ctx.device, precision=ctx.precision, head=(),
+                      pad_id=pad, loss_fn=loss_fn or sft_loss(train), on_epoch_end=on_epoch_end,
+                      progress=ctx.progress, with_index=True, params=params)
+
+
 def fit_causal_lora(ctx: Any, *, r: int, alpha: float, dropout: float, target_modules: Sequence[str] | None,
                     rewrites_base: bool = False, **extra: Any) -> CausalFitted:
     """Train a LoRA adapter (any peft variant) on the context's SFT data; return the fitted model.
@@ -124,18 +149,7 @@ def fit_causal_lora(ctx: Any, *, r: int, alpha: float, dropout: float, target_mo
     model = wrap_causal_lora(ctx.new_model(), r=r, alpha=alpha, dropout=dropout, target_modules=target_modules,
                              **extra)
     initial = save_initial(model) if rewrites_base else None
-    train, val = sft_data(ctx), sft_data(ctx, val=True)
-    pad = ctx.tokenizer.pad_token_id
-    figures = {"batch_size": ctx.train_config.eval_batch_size, "device": ctx.device, "precision": ctx.precision,
-               "pad_id": pad}
-
-    def on_epoch_end(epoch: int, train_loss: float) -> None:
-        ctx.log({"epoch": epoch, "train_loss": train_loss, "val_loss": mean_target_loss(model, val, **figures)})
-
-    train_loop(model=model, data=Encoded(train.input_ids, np.zeros(len(train), np.int64), train.ids),
-               cfg=ctx.train_config, seed=ctx.seed, device=ctx.device, precision=ctx.precision, head=(),
-               pad_id=pad, loss_fn=sft_loss(train), on_epoch_end=on_epoch_end, progress=ctx.progress,
-               with_index=True)
+    train_causal(ctx, model)
     model.eval()
     trained = count_parameters(model)[0]
     if initial is not None:

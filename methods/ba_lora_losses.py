@@ -4,7 +4,7 @@ The regularisers are pure torch functions. NLU forms take classifier logits ``z`
 ``[B, C]``; NLG forms take token logits ``[B, T, V]`` and a boolean position mask ``[B, T]``
 (see :func:`nlg_mask`). Each computes in float32 with autocast off, whatever the caller's
 precision, and returns a scalar *loss* (to be minimised): the SVD terms return the negative
-top-k share. :class:`Objective` is the NLU ``train_loop`` hook with per-epoch logging.
+top-k share. :class:`Objective` is the ``train_loop`` hook (NLU or NLG) with per-epoch logging.
 """
 
 from __future__ import annotations
@@ -14,9 +14,13 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import NDArray
 from torch import nn
+
+from bench.sft import SftData, target_labels
 
 #: The authors' entropy guard: ``H(P) = -sum P log(P + 1e-10)`` [code].
 ENTROPY_EPS = 1e-10
@@ -210,7 +214,13 @@ class _Timer:
 
 
 class Objective:
-    """The NLU ``train_loop`` hook ``CE + sum_i lambda_i * L_i``, with per-epoch means.
+    """The ``train_loop`` hook ``L_task + sum_i lambda_i * L_i``, with per-epoch means.
+
+    NLU (``sft=None``): ``L_task`` is the cross-entropy of classifier logits ``[B, C]`` and the
+    regularisers are the NLU forms. NLG (``sft`` given; a ``with_index`` hook): ``L_task`` is the
+    causal LM's own loss on the batch's answer tokens (labels -100 elsewhere, as
+    ``bench.causal_fit.sft_loss``) and the regularisers are the token forms over the positions of
+    :func:`nlg_mask` (``reg_mask``).
 
     Besides the terms it accumulates (detached, on device, no sync per step) the top-k share,
     the mean output entropy and, with a reference, the KL to it and the time of the reference
@@ -220,24 +230,39 @@ class Objective:
         weights: lambda of each switched-on term among ``consistency``, ``diversity``, ``svd``;
             a term not in here is not computed (ablation).
         top_k: k of the SVD term.
-        reference: ``inputs -> [B, C]`` logits of the initial model (no grad); needed for
-            ``consistency``.
+        reference: ``inputs -> logits`` of the initial model (no grad; ``[B, C]`` or
+            ``[B, T, V]``); needed for ``consistency``.
+        sft: the SFT data the batches index (NLG), or None (NLU).
+        reg_mask: NLG positions the regularisers cover, ``response`` or ``all``.
     """
 
     def __init__(self, weights: dict[str, float], top_k: int,
-                 reference: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None) -> None:
+                 reference: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None, *,
+                 sft: SftData | None = None, reg_mask: str = "response") -> None:
         if "consistency" in weights and reference is None:
             raise ValueError("the consistency term needs a reference")
+        nlg_mask(torch.zeros(1, 1, dtype=torch.long), reg_mask)  # validates reg_mask
         self.weights, self.top_k, self.reference = dict(weights), top_k, reference
+        self.sft, self.reg_mask = sft, reg_mask
         self.sums: dict[str, torch.Tensor] = {}
         self.steps = 0
         self.timer = _Timer()
 
-    def __call__(self, model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    def __call__(self, model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
+                 index: NDArray[np.int64] | None = None) -> torch.Tensor:
         """The total loss of one batch; records each term."""
-        z = model(**inputs).logits.float()
-        task = F.cross_entropy(z, labels)
-        raw, extra = self.regularisers(z, inputs)
+        if self.sft is None:
+            z = model(**inputs).logits.float()
+            task = F.cross_entropy(z, labels)
+            raw, extra = self.regularisers(z, inputs)
+        else:
+            if index is None:
+                raise ValueError("the NLG objective needs the batch index (train_loop(with_index=True))")
+            width = inputs["input_ids"].shape[1]
+            targets = torch.from_numpy(target_labels(self.sft, index, width)).to(inputs["input_ids"].device)
+            out = model(**inputs, labels=targets)
+            task = out.loss.float()
+            raw, extra = self.token_regularisers(out.logits, inputs, nlg_mask(targets, self.reg_mask))
         total = task
         for name, value in raw.items():
             total = total + self.weights[name] * value
@@ -263,6 +288,25 @@ class Objective:
             raw["svd"] = svd_loss(z, self.top_k)
         extra["topk_share"] = -(raw["svd"] if "svd" in raw else svd_loss(z.detach(), self.top_k))
         return raw, extra
+
+    def token_regularisers(self, z: torch.Tensor, inputs: dict[str, torch.Tensor], mask: torch.Tensor,
+                           ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(switched-on NLG regularisers, detached monitoring values) for token logits ``[B, T, V]``."""
+        raw: dict[str, torch.Tensor] = {}
+        if "consistency" in self.weights and self.reference is not None:
+            with self.timer(z.device):
+                z0 = self.reference(inputs)
+            raw["consistency"] = kl_consistency(z, z0, mask)
+        if "diversity" in self.weights:
+            raw["diversity"] = entropy_diversity(z, mask)
+        if "svd" in self.weights:
+            raw["svd"] = svd_share_batched(z, mask, self.top_k)
+        with torch.no_grad():
+            extra = {"entropy": -(raw["diversity"] if "diversity" in raw else entropy_diversity(z, mask)),
+                     "topk_share": -(raw["svd"] if "svd" in raw else svd_share_batched(z, mask, self.top_k))}
+            if "consistency" in raw:
+                extra["kl_to_reference"] = raw["consistency"]
+        return raw, {k: v.detach() for k, v in extra.items()}
 
     def epoch_row(self) -> dict[str, float]:
         """Means since the last call: task loss; each term raw, weighted and weighted / task."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,9 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from bench.causal_fit import CausalFitted, train_causal, wrap_causal_lora
 from bench.encode import Encoded
+from bench.errors import CellError
 from bench.fitted import ModelFitted, load_peft, val_curve_hook
 from bench.method import FitContext
 from bench.models import head_names
@@ -39,7 +42,8 @@ class LoraDropoutConfig:
     p: float = 0.1
     """Dropout rate on the input columns of A and the output rows of B [proposed]."""
     ensemble: int = 8
-    """Test-time ensemble size N of the headline prediction; N=1 is the deterministic pass."""
+    """Test-time ensemble size N of the headline prediction; N=1 is the deterministic pass.
+    On a generation task, N of the model lm-eval scores (N times the evaluation's compute)."""
     ensemble_sizes: tuple[int, ...] = (1, 2, 4, 8, 16)
     """Ensemble sizes scored as prediction variants (``ensemble_n{N}``)."""
     rescale: bool = True
@@ -79,6 +83,9 @@ class MaskState:
         """The (scaled) mask for ``x``'s last dim: side 0 = A's input, 1 = B's output; None = off."""
         if self.fixed is not None:
             raw = self.fixed[layer][side].to(x.device)
+            if raw.dim() == 2:  # an ensemble batch (CausalEnsemble): rows n*B .. (n+1)*B-1 are member n's
+                rows = raw.repeat_interleave(x.shape[0] // raw.shape[0], dim=0)
+                raw = rows.view(x.shape[0], *[1] * (x.dim() - 2), x.shape[-1])
         elif training and self.p > 0:
             shape = (x.shape[0], *[1] * (x.dim() - 2), x.shape[-1]) if self.per_example else (x.shape[-1],)
             raw = torch.bernoulli(torch.full(shape, 1.0 - self.p, device=x.device))
@@ -147,6 +154,71 @@ def member_seed(base: int, member: int) -> int:
     return int(np.random.SeedSequence([base, member]).generate_state(1)[0])
 
 
+#: Forward arguments of a causal LM that carry the batch axis; the ensemble repeats them N times.
+BATCHED_INPUTS = ("input_ids", "attention_mask", "position_ids", "inputs_embeds", "token_type_ids")
+
+
+def stacked_members(model: nn.Module, p: float, seed: int, n: int, device: torch.device) -> dict[int, Masks]:
+    """Raw masks of members 0..n−1 stacked per layer (``[n, d_in]``, ``[n, d_out]``), as in :func:`member_masks`."""
+    members = [member_masks(model, p, member_seed(seed, k)) for k in range(n)]
+    return {i: (torch.stack([m[i][0] for m in members]).to(device), torch.stack([m[i][1] for m in members]).to(device))
+            for i in members[0]}
+
+
+def log_mean_softmax(logits: torch.Tensor, n: int) -> torch.Tensor:
+    """``log((1/n) Σ_k softmax(z_k))`` in float32 for ``[n·B, …]`` logits whose rows k·B..(k+1)·B−1 are member k's.
+
+    Members are folded in one at a time (``logaddexp``), so at most two float32 ``[B, T, V]``
+    tensors exist beside the members' logits.
+    """
+    out: torch.Tensor | None = None
+    for member in logits.unflatten(0, (n, -1)):
+        logp = torch.log_softmax(member.float(), dim=-1)
+        out = logp if out is None else torch.logaddexp(out, logp)
+    assert out is not None
+    return out - math.log(n)
+
+
+def _repeat(value: Any, n: int) -> Any:
+    return value.repeat(n, *[1] * (value.dim() - 1)) if isinstance(value, torch.Tensor) else value
+
+
+def attach_causal_ensemble(model: nn.Module, state: MaskState, masks: dict[int, Masks]) -> None:
+    """Make every eval-mode forward of the causal LM inside ``model`` the N-member ensemble (METHODS.md §3.1 step 7).
+
+    A pre-hook on the transformers model (under peft's wrappers) repeats the batch N times
+    (member k's rows are k·B..(k+1)·B−1, each with its own fixed masks through ``state``) and a
+    post-hook replaces the logits ``[N·B, T, V]`` by ``log`` of the members' mean softmax
+    ``[B, T, V]`` (float32). Whatever calls the model sees one model whose next-token
+    distribution is the ensemble's: lm-eval's loglikelihood (``model(ids).logits``) and
+    ``generate`` alike, where the KV cache holds the N·B member rows (members keep their masks for
+    the whole sequence) and greedy decoding takes the argmax of the mean. Training (train
+    mode) is untouched. Costs N times a plain forward in time and activation memory.
+    """
+    n = next(iter(masks.values()))[0].shape[0]
+    inner: nn.Module = model.get_base_model()  # type: ignore[operator]
+
+    def pre(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if module.training:
+            return None
+        if kwargs.get("labels") is not None:
+            raise CellError("lora-dropout: the test-time ensemble returns probabilities, not a loss; "
+                            "pass no labels in eval mode")
+        state.fixed = masks
+        return (tuple(_repeat(a, n) for a in args[:1]) + args[1:],
+                {k: _repeat(v, n) if k in BATCHED_INPUTS else v for k, v in kwargs.items()})
+
+    def post(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
+        if module.training:
+            return None
+        state.fixed = None
+        output.logits = log_mean_softmax(output.logits, n)
+        return output
+
+    inner.register_forward_pre_hook(pre, with_kwargs=True)
+    inner.register_forward_hook(post, with_kwargs=True)
+
+
 @dataclass(kw_only=True)
 class LoraDropoutFitted(ModelFitted):
     """A LoRA Dropout model: deterministic pass, or the mean softmax of N seeded masked passes.
@@ -198,7 +270,15 @@ class LoraDropoutFitted(ModelFitted):
 
 @register_method("lora-dropout", config=LoraDropoutConfig, version="2")
 class LoraDropoutAdapter:
-    """LoRA whose A columns and B rows are dropped while training; a test-time mask ensemble."""
+    """LoRA whose A columns and B rows are dropped while training; a test-time mask ensemble.
+
+    On a generation task the same masks train a causal LM with the SFT loss
+    (``bench.causal_fit``), and the fitted model is the ``ensemble``-member ensemble of
+    :func:`attach_causal_ensemble` (the deterministic pass for ``ensemble=1``); lm-eval scores
+    that one model, so ``ensemble_sizes`` apply to classification only.
+    """
+
+    kinds = ("classification", "generation")
 
     def __init__(self, config: LoraDropoutConfig) -> None:
         self.config = config
@@ -210,8 +290,18 @@ class LoraDropoutAdapter:
                                  batch_size=ctx.train_config.eval_batch_size,
                                  diagnostics={"mask_sparsity_expected": expected})
 
-    def fit(self, ctx: FitContext) -> LoraDropoutFitted:
-        """Wrap (peft dropout 0), attach the masks, train with cross-entropy, log sparsity."""
+    def _causal_fitted(self, model: nn.Module, state: MaskState, ctx: FitContext) -> CausalFitted:
+        c = self.config
+        model.eval()
+        if c.ensemble > 1:
+            attach_causal_ensemble(model, state, stacked_members(model, c.p, ctx.seed, c.ensemble, ctx.device))
+        return CausalFitted(model, ctx.tokenizer, ctx.device, ctx.precision,
+                            diagnostics={"mask_sparsity_expected": 2 * c.p - c.p ** 2, "ensemble": c.ensemble})
+
+    def fit(self, ctx: FitContext) -> LoraDropoutFitted | CausalFitted:
+        """Wrap (peft dropout 0), attach the masks, train with cross-entropy (or SFT), log sparsity."""
+        if ctx.kind == "generation":
+            return self._fit_causal(ctx)
         base = ctx.new_model()
         head = head_names(base)
         cfg = asdict(self.config)
@@ -232,7 +322,25 @@ class LoraDropoutAdapter:
         fitted.diagnostics["mask_sparsity_train"] = float(np.mean(per_epoch)) if per_epoch else None
         return fitted
 
-    def load(self, ctx: FitContext, directory: Path) -> LoraDropoutFitted:
-        """Load the saved adapter and head onto a fresh base and re-attach the mask hooks."""
+    def _fit_causal(self, ctx: FitContext) -> CausalFitted:
+        c = self.config
+        model = wrap_causal_lora(ctx.new_model(), r=c.r, alpha=c.alpha, dropout=0.0, target_modules=c.target_modules)
+        state = attach_masks(model, c)
+        per_epoch: list[float] = []
+
+        def row() -> dict[str, Any]:
+            per_epoch.append(state.pop_sparsity())
+            return {"mask_sparsity": per_epoch[-1]}
+
+        train_causal(ctx, model, epoch_row=row)
+        fitted = self._causal_fitted(model, state, ctx)
+        fitted.diagnostics["mask_sparsity_train"] = float(np.mean(per_epoch)) if per_epoch else None
+        return fitted
+
+    def load(self, ctx: FitContext, directory: Path) -> LoraDropoutFitted | CausalFitted:
+        """Load the saved adapter (and head) onto a fresh base and re-attach the mask hooks."""
         model = load_peft(ctx.new_model(), directory)
+        if ctx.kind == "generation":
+            model = model.to(ctx.device)
+            return self._causal_fitted(model, attach_masks(model, self.config), ctx)
         return self._fitted(model, attach_masks(model, self.config), ctx)

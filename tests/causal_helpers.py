@@ -44,3 +44,32 @@ def tiny_data_dir(root: Path, *, n_gsm8k: int = 12, n_mmlu: int = 8) -> Path:
     write_jsonl(root / "mmlu" / "test.jsonl", mmlu)
     write_jsonl(root / "mmlu" / "dev.jsonl", mmlu[:5])
     return root
+
+
+def sft_ctx(model: str = "random:tiny-llama", *, epochs: int = 2, log: list[dict[str, Any]] | None = None,
+            lr: float = 5e-3) -> Any:
+    """A generation FitContext: 24 "What is i plus i?" -> "2i" pairs (4 of them as validation), fp32 CPU."""
+    import numpy as np
+    import torch
+
+    from bench.causal_models import causal_base, load_causal_tokenizer
+    from bench.encode import Encoded
+    from bench.method import FitContext
+    from bench.sft import Pairs, encode_pairs
+    from bench.suite import TrainConfig
+
+    tokenizer = load_causal_tokenizer(model)
+    pairs = Pairs([f"What is {i} plus {i}?" for i in range(24)], [f"{2 * i}" for i in range(24)], np.arange(24))
+    train = encode_pairs(pairs, tokenizer, max_length=64)
+    val = encode_pairs(Pairs(pairs.prompts[:4], pairs.responses[:4], np.arange(4)), tokenizer, max_length=64)
+    base = causal_base(model, "fp32")
+    rows = log if log is not None else []
+    return FitContext(
+        task="toy", kind="generation", label_names=[], new_model=base.new, tokenizer=tokenizer,
+        train=Encoded(train.input_ids, np.zeros(len(train), np.int64), train.ids),
+        val=Encoded(val.input_ids, np.zeros(len(val), np.int64), val.ids),
+        train_config=TrainConfig(epochs=epochs, batch_size=8, eval_batch_size=8, lr=lr, warmup_ratio=0.1,
+                                 precision="fp32"),
+        seed=0, device=torch.device("cpu"), precision="fp32", log=rows.append, progress=None,
+        train_targets=tuple(train.target_masks), val_targets=tuple(val.target_masks),
+    )

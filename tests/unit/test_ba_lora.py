@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -191,12 +190,6 @@ def test_step0_check_catches_a_residual_reference(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(ba_lora, "add_reference_adapter", residual_reference)
     with pytest.raises(CellError, match="reference check failed"):
         BaLoraAdapter(BaLoraConfig(r=4, alpha=4)).prepare(make_ctx(n_train=16))
-
-
-def test_generative_task_is_refused() -> None:
-    ctx = replace(make_ctx(n_train=16), kind="generation")
-    with pytest.raises(CellError, match="generative path"):
-        BaLoraAdapter(BaLoraConfig()).fit(ctx)
 
 
 # --- a PiSSA run, trained once for the tests below ------------------------------------------

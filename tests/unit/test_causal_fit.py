@@ -9,14 +9,11 @@ import pytest
 import torch
 
 from bench.causal_fit import CausalFitted, mean_target_loss, reload_check, sft_data
-from bench.causal_models import causal_base, load_causal_tokenizer
 from bench.config import build
-from bench.encode import Encoded
 from bench.errors import BenchError
 from bench.method import FitContext
 from bench.registry import get_method
-from bench.sft import Pairs, encode_pairs
-from bench.suite import TrainConfig
+from tests.causal_helpers import sft_ctx
 
 MODEL = "random:tiny-llama"
 #: (config overrides) for each LoRA variant a suite can list as a generation method.
@@ -24,21 +21,7 @@ GENERATION_CASES = [{}, {"variant": "pissa"}, {"variant": "olora"}, {"variant": 
 
 
 def _ctx(epochs: int = 2, log: list[dict] | None = None) -> FitContext:
-    tokenizer = load_causal_tokenizer(MODEL)
-    pairs = Pairs([f"What is {i} plus {i}?" for i in range(24)], [f"{2 * i}" for i in range(24)], np.arange(24))
-    train = encode_pairs(pairs, tokenizer, max_length=64)
-    val = encode_pairs(Pairs(pairs.prompts[:4], pairs.responses[:4], np.arange(4)), tokenizer, max_length=64)
-    base = causal_base(MODEL, "fp32")
-    rows = log if log is not None else []
-    return FitContext(
-        task="toy", kind="generation", label_names=[], new_model=base.new, tokenizer=tokenizer,
-        train=Encoded(train.input_ids, np.zeros(len(train), np.int64), train.ids),
-        val=Encoded(val.input_ids, np.zeros(len(val), np.int64), val.ids),
-        train_config=TrainConfig(epochs=epochs, batch_size=8, eval_batch_size=8, lr=5e-3, warmup_ratio=0.1,
-                                 precision="fp32"),
-        seed=0, device=torch.device("cpu"), precision="fp32", log=rows.append, progress=None,
-        train_targets=tuple(train.target_masks), val_targets=tuple(val.target_masks),
-    )
+    return sft_ctx(MODEL, epochs=epochs, log=log)
 
 
 @pytest.mark.parametrize("config", GENERATION_CASES, ids=lambda c: c.get("variant", "lora"))

@@ -66,10 +66,10 @@ def test_unknown_eval_key_is_one_line(tmp_path: Path) -> None:
 def test_validate_rejects_methods_without_generation_support(tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     data = tiny_data_dir(tmp_path / "data")
-    path = write(tmp_path, methods="lora: {}\n  ba-lora: {}")
+    path = write(tmp_path, methods="lora: {}\n  small-loss: {}")
     assert main(["validate", str(path), "--data-dir", str(data)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("error: method 'ba-lora' does not train causal LMs yet (supports: classification); "
+    assert err == ("error: method 'small-loss' does not train causal LMs yet (supports: classification); "
                    "task 'gsm8k' is a generation task")
     assert main(["validate", str(write(tmp_path)), "--data-dir", str(data), "--set",
                  "tasks.gsm8k.evals.gsm8k.task=gsm8k_locl"]) == 2
