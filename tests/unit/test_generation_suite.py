@@ -104,3 +104,16 @@ def test_run_and_report_a_generation_suite(tmp_path: Path, capsys: pytest.Captur
     assert record["run_id"] in board
     # bench compare reads generation records without crashing (it does not score them yet)
     assert main(["compare", str(results), str(results)]) == 0
+
+
+def test_a_methods_own_diagnostics_reach_the_record(tmp_path: Path) -> None:
+    data, results = tiny_data_dir(tmp_path / "data"), tmp_path / "results"
+    path = write(tmp_path, methods="lora-dropout: {config: {r: 2, alpha: 4, p: 0.1, ensemble: 2}}")
+    assert main(["run", "--suite", str(path), "--data-dir", str(data), "--results-dir", str(results), "--quiet"]) == 0
+    (record_path,) = (results / "gen-toy" / "lora-dropout").glob("*[0-9a-f].json")
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "success", record["error"]
+    own = record["diagnostics"]["method"]
+    assert own["ensemble"] == 2
+    assert own["mask_sparsity_expected"] == pytest.approx(2 * 0.1 - 0.1 ** 2)  # 0.19
+    assert 0.0 < own["mask_sparsity_train"] < 1.0
