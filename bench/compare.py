@@ -14,6 +14,11 @@ side's successful runs of a cell are its seeds. For every metric in ``COMPARED``
   (``<run_id>.preds.npz``): McNemar for accuracy (its interval from the paired bootstrap), the
   paired bootstrap for the other metrics. This ignores seed variance and says so in a warning.
 
+Generation cells (``kind: generation`` tasks) compare their own metrics instead (GSM8K exact
+match, MMLU accuracy and ECE, HumanEval pass@k; :mod:`bench.compare_generation`), with the same
+seed-level tests and, for one seed per side, McNemar on the stored per-item scores. The pooled
+all-cells row covers classification cells only.
+
 Prediction variants (``metrics["variants"]``) are left out: their per-item predictions are not
 stored, so a single-seed cell could not be tested, and the headline rows are what a gate guards.
 """
@@ -30,12 +35,14 @@ from typing import Any
 
 import numpy as np
 
+from bench import compare_generation
 from bench.api import latest_records
 from bench.errors import BenchError, did_you_mean
 from bench.evaluate.classification import ECE_BINS
 from bench.metrics import higher_is_better
 from bench.metrics.accuracy import accuracy, macro_f1
 from bench.metrics.calibration import brier_score, expected_calibration_error, negative_log_likelihood
+from bench.report.generation import is_generation
 from bench.report.markdown import Record, cell_of, get_path, record_value
 from bench.stats import (
     FloatArray,
@@ -61,6 +68,11 @@ _EPS = 1e-12  # a delta computed as 0.90 - 0.91 must not count as beyond a -1 pp
 CellKey = tuple[str, str, str, str]
 
 
+def is_proportion(metric: str) -> bool:
+    """True for metrics on a 0–1 scale (shown in %, ``pp`` thresholds allowed); every generation metric is."""
+    return metric in PROPORTIONS or compare_generation.direction(metric) is not None
+
+
 def cell_key(record: Record) -> CellKey:
     """(task, noise label, model, method id) of a record."""
     task, noise, _, _, model, method = cell_of(record)
@@ -81,7 +93,7 @@ class Threshold:
     """A ``--fail`` rule: a delta beyond ``limit`` (in the metric's units) in the bad direction.
 
     Attributes:
-        metric: Metric name, one of ``COMPARED``.
+        metric: Metric name, one of ``COMPARED`` or a generation metric (``mmlu_0shot_acc``).
         limit: Signed limit; negative means a decrease is bad (``accuracy:-1pp`` is -0.01).
         text: The spec as written.
     """
@@ -115,13 +127,17 @@ def parse_fail(spec: str) -> Threshold:
         raise BenchError(f"malformed --fail {spec!r}: expected METRIC:[+|-]NUMBER[pp], "
                          f"e.g. accuracy:-1pp or nll:+0.05{hint}")
     metric, sign, number, unit = match.group("metric", "sign", "number", "unit")
-    if metric not in COMPARED:
-        raise BenchError(f"--fail {spec!r}: unknown metric '{metric}'{did_you_mean(metric, COMPARED)}")
-    if unit and metric not in PROPORTIONS:
+    generation = compare_generation.direction(metric)
+    if metric not in COMPARED and generation is None:
+        raise BenchError(f"--fail {spec!r}: unknown metric '{metric}'{did_you_mean(metric, COMPARED)} "
+                         "(generation metrics: <eval>_acc, <eval>_ece, <eval>_exact_match_strict_match, "
+                         "<eval>_pass_at_<k>, ...)")
+    if unit and not is_proportion(metric):
         raise BenchError(f"--fail {spec!r}: 'pp' is for 0–1 metrics ({', '.join(PROPORTIONS)}); "
                          f"give {metric} in its own units")
     value = float(number) / (100 if unit else 1)
-    bad_is_down = sign == "-" if sign else higher_is_better(metric)
+    higher = generation if generation is not None else higher_is_better(metric)
+    bad_is_down = sign == "-" if sign else higher
     return Threshold(metric, -value if bad_is_down else value, spec)
 
 
@@ -137,8 +153,8 @@ class Side:
         """All runs of this side."""
         return [r for seeds in self.runs.values() for r in seeds.values()]
 
-    def predictions(self, record: Record) -> dict[str, Any] | None:
-        """The run's stored per-item predictions, or None when the side has none for it."""
+    def arrays(self, record: Record) -> dict[str, Any] | None:
+        """Every per-item array stored beside the run, or None when the side has none for it."""
         rid, suite, method = record["run_id"], get_path(record, "spec.suite"), get_path(record, "spec.method.id")
         name = f"{rid}.preds.npz"
         # the side may be a store root, a suite folder or a method folder
@@ -146,10 +162,15 @@ class Side:
                      self.path / name):
             if path.is_file():
                 with np.load(path) as data:
-                    if not {"ids", "labels", "probs"} <= set(data.files):
-                        return None  # a generation run's per-item arrays: no class probabilities
-                    return {k: data[k] for k in ("ids", "labels", "probs")}
+                    return {k: data[k] for k in data.files}
         return None
+
+    def predictions(self, record: Record) -> dict[str, Any] | None:
+        """The run's stored class predictions (ids, labels, probs), or None when the side has none for it."""
+        arrays = self.arrays(record)
+        if arrays is None or not {"ids", "labels", "probs"} <= set(arrays):
+            return None  # none stored, or a generation run's per-item arrays (no class probabilities)
+        return {k: arrays[k] for k in ("ids", "labels", "probs")}
 
 
 def load_side(path: str | Path, *, label: str, suite: str | None = None,
@@ -375,6 +396,18 @@ def _item_results(base: Side, new: Side, cell: CellKey, *, seed: int,
                   n_resamples: int) -> tuple[dict[str, TestResult], list[str]]:
     """Per-item tests of a cell with one run on each side (empty without stored predictions)."""
     (b,), (n,) = base.runs[cell].values(), new.runs[cell].values()
+    if is_generation(b):
+        ab, an = base.arrays(b), new.arrays(n)
+        metrics = compare_generation.metrics_of([b, n])
+        try:
+            tests = compare_generation.item_tests(ab or {}, an or {}, metrics, where=cell_label(cell), seed=seed,
+                                                  n_resamples=n_resamples)
+        except ValueError as err:
+            raise BenchError(str(err)) from None
+        untested = [m for m in metrics if m not in tests]
+        note = [f"{cell_label(cell)}: one seed per side and no per-item scores for {', '.join(untested)}; "
+                "not tested"] if untested else []
+        return tests, note
     pb, pn = base.predictions(b), new.predictions(n)
     if pb is None or pn is None:
         missing = " and ".join(s.label for s, p in ((base, pb), (new, pn)) if p is None)
@@ -406,8 +439,10 @@ def compare_cell(base: Side, new: Side, cell: CellKey, *, seed: int = 0,
     if len(base.runs[cell]) == 1 == len(new.runs[cell]):
         items, warnings = _item_results(base, new, cell, seed=seed, n_resamples=n_resamples)
     base_runs = held_out(base.runs[cell], new.runs[cell])
+    runs = [*base_runs.values(), *new.runs[cell].values()]
+    metrics = compare_generation.metrics_of(runs) if any(is_generation(r) for r in runs) else COMPARED
     rows = []
-    for metric in COMPARED:
+    for metric in metrics:
         bv = [v for r in base_runs.values() if (v := record_value(r, metric)) is not None]
         nv = [v for r in new.runs[cell].values() if (v := record_value(r, metric)) is not None]
         if not bv or not nv:
@@ -454,6 +489,10 @@ def pooled_rows(base: Side, new: Side, cells: Sequence[CellKey]) -> list[Row]:
     return rows
 
 
+def _generation_cell(side: Side, cell: CellKey) -> bool:
+    return any(is_generation(r) for r in side.runs[cell].values())
+
+
 def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, methods: Sequence[str] = (),
             fail: Sequence[str] = (), alpha: float = 0.05, seed: int = 0, n_resamples: int = 1000,
             correction: str = "holm") -> Comparison:
@@ -493,7 +532,7 @@ def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, 
         warnings += cell_warnings
         single += len(base_side.runs[cell]) == 1 == len(new_side.runs[cell])
         overlap += held_out(base_side.runs[cell], new_side.runs[cell]) is not base_side.runs[cell]
-    rows += pooled_rows(base_side, new_side, common)
+    rows += pooled_rows(base_side, new_side, [c for c in common if not _generation_cell(base_side, c)])
     if overlap:
         warnings.append(f"{overlap} cell(s): the new run's seed is also a baseline seed; it was left out of the "
                         "baseline's seeds, so that the new run is not tested against itself")

@@ -127,13 +127,13 @@ def _evaluate(s: GenerationSetup, fitted: CausalFitted, data_dir: Path,
                     arrays.update(per_item(result["results"][spec.name], spec))
                 gen_tokens = efficiency.get("gen_tokens", 0.0)
                 gen_s = gen_tokens / efficiency["gen_tokens_per_s"] if gen_tokens else 0.0
-            for spec in code_evals:
+            for code_spec in code_evals:
                 start = time.perf_counter()
-                out = evaluate_humaneval(fitted.model, fitted.tokenizer, spec, seed=s.ctx.seed, execution=execution,
-                                         progress=s.ctx.progress)
-                evals[spec.name] = out["metrics"]
-                efficiency.update(out["efficiency"], **{f"eval_{spec.name}_wall_s": time.perf_counter() - start})
-                reasons[spec.name] = out["reasons"]
+                out = evaluate_humaneval(fitted.model, fitted.tokenizer, code_spec, seed=s.ctx.seed,
+                                         execution=execution, progress=s.ctx.progress)
+                evals[code_spec.name] = out["metrics"]
+                efficiency.update(out["efficiency"], **{f"eval_{code_spec.name}_wall_s": time.perf_counter() - start})
+                reasons[code_spec.name] = out["reasons"]
                 arrays.update(out["arrays"])
                 gen_tokens, gen_s = gen_tokens + out["gen_tokens"], gen_s + out["gen_s"]
     if gen_tokens:

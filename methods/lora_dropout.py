@@ -172,7 +172,7 @@ def log_mean_softmax(logits: torch.Tensor, n: int) -> torch.Tensor:
     tensors exist beside the members' logits.
     """
     out: torch.Tensor | None = None
-    for member in logits.unflatten(0, (n, -1)):
+    for member in logits.reshape(n, -1, *logits.shape[1:]):
         logp = torch.log_softmax(member.float(), dim=-1)
         out = logp if out is None else torch.logaddexp(out, logp)
     assert out is not None

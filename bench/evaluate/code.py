@@ -93,7 +93,8 @@ def _generation_config(model: Any, tokenizer: Any, spec: HumanEvalSpec, pad: int
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None) or tokenizer.eos_token_id
     sampling = {"do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p} if spec.temperature > 0 \
         else {"do_sample": False}
-    return GenerationConfig(max_new_tokens=spec.max_gen_toks, pad_token_id=pad, eos_token_id=eos, **sampling)
+    return GenerationConfig(  # type: ignore[no-untyped-call]
+        max_new_tokens=spec.max_gen_toks, pad_token_id=pad, eos_token_id=eos, **sampling)
 
 
 def _generate_batch(model: Any, tokenizer: Any, batch: Sequence[list[int]], config: GenerationConfig,

@@ -21,9 +21,9 @@ _ESCAPE = str.maketrans({"|": "\\|"})
 
 
 def _proportion(metric: str) -> bool:
-    from bench.compare import PROPORTIONS
+    from bench.compare import is_proportion
 
-    return metric in PROPORTIONS
+    return is_proportion(metric)
 
 
 def format_value(metric: str, value: float, *, signed: bool = False) -> str:

@@ -349,3 +349,72 @@ def test_one_sided_p_points_the_bad_way() -> None:
     assert one_sided(0.04, -0.03, bad_down=True) == pytest.approx(0.02)   # a drop in accuracy
     assert one_sided(0.04, +0.03, bad_down=True) == pytest.approx(0.98)   # a gain is no evidence of harm
     assert one_sided(0.04, +0.01, bad_down=False) == pytest.approx(0.02)  # a rise in ECE
+
+
+# --- generation cells ----------------------------------------------------------------------
+
+def write_generation_run(root: Path, *, seed: int, mmlu_right: int, gsm8k_right: int = 5,
+                         passed: list[int] | None = None) -> None:
+    """A generation run: 100 MMLU items (the first ``mmlu_right`` right), 20 GSM8K problems
+    (the first ``gsm8k_right`` right) and 10 HumanEval problems with one sample each."""
+    mmlu = (np.arange(100) < mmlu_right).astype("float32")
+    gsm8k = (np.arange(20) < gsm8k_right).astype("float32")
+    humaneval = np.asarray(passed if passed is not None else [1, 0] * 5, dtype="int8")[:, None]
+    # every choice probability 0.25: confidence 0.25 in one bin, so ECE = |accuracy - 0.25|
+    metrics = {"mmlu_0shot_acc": float(mmlu.mean()), "mmlu_0shot_ece": abs(float(mmlu.mean()) - 0.25),
+               "gsm8k_exact_match_strict_match": float(gsm8k.mean()),
+               "humaneval_pass_at_1": float(humaneval.mean()), "reload_max_abs_diff": 0.0}
+    spec = {"suite": "g", "task": {"name": "gsm8k", "kind": "generation"}, "model": {"name": "smollm2"},
+            "method": {"id": "lora", "name": "lora"}, "seed": seed}
+    rid = f"gen-{seed}-{mmlu_right}-{gsm8k_right}"
+    store = Store(root)
+    store.write(make_record(run_id=rid, spec=spec, env=ENV, metrics=metrics, status="success",
+                            started_at="2025-01-01T00:00:00Z", finished_at="2025-01-01T00:01:00Z"))
+    store.write_predictions("g", "lora", rid, {
+        "mmlu_0shot_doc_id": np.arange(100), "mmlu_0shot_acc": mmlu, "mmlu_0shot_probs": np.full((100, 4), 0.25),
+        "gsm8k_doc_id": np.arange(20), "gsm8k_exact_match_strict_match": gsm8k,
+        "humaneval_problem": np.arange(10), "humaneval_passed": humaneval})
+
+
+def test_generation_cells_compare_their_own_metrics_per_item(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    write_generation_run(tmp_path / "base", seed=0, mmlu_right=40)
+    write_generation_run(tmp_path / "new", seed=0, mmlu_right=25, passed=[1, 1] * 5)
+    result = compare(tmp_path / "base", tmp_path / "new", n_resamples=RESAMPLES)
+    rows = {r.metric: r for r in result.rows}
+    assert set(rows) == {"mmlu_0shot_acc", "mmlu_0shot_ece", "gsm8k_exact_match_strict_match", "humaneval_pass_at_1"}
+    assert all(r.cell == ("gsm8k", "clean", "smollm2", "lora") for r in result.rows)  # no pooled row
+    # MMLU: only the baseline is right on items 25-39 (b = 15, c = 0) → exact binomial, p = 2·0.5^15
+    acc = rows["mmlu_0shot_acc"].result
+    assert acc.test == "mcnemar-exact" and acc.delta == pytest.approx(-0.15)
+    assert acc.p_value == pytest.approx(2 * 0.5 ** 15)
+    # GSM8K identical: no discordant items, p = 1; HumanEval: 5 problems only the new passes
+    assert rows["gsm8k_exact_match_strict_match"].result.p_value == 1.0
+    he = rows["humaneval_pass_at_1"].result
+    assert he.delta == pytest.approx(0.5) and he.p_value == pytest.approx(2 * 0.5 ** 5)
+    # ECE from the stored choice probabilities and correctness: 0.15 → 0.00
+    ece = rows["mmlu_0shot_ece"].result
+    assert ece.test == "bootstrap" and ece.delta == pytest.approx(-0.15, abs=1e-6)
+    code, out, err = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"), "--fail", "mmlu_0shot_acc:-1pp")
+    assert code == 1, out
+    assert "gsm8k · clean · smollm2 · lora: mmlu_0shot_acc Δ -15.00 pp" in out
+    assert "not tested" not in err
+
+
+def test_generation_seeds_use_the_seed_tests(tmp_path: Path) -> None:
+    for seed, right in enumerate([30, 32, 28]):
+        write_generation_run(tmp_path / "base", seed=seed, mmlu_right=right)
+    write_generation_run(tmp_path / "new", seed=5, mmlu_right=29)
+    result = compare(tmp_path / "base", tmp_path / "new", fail=("mmlu_0shot_acc:-1pp",), n_resamples=RESAMPLES)
+    acc = next(r for r in result.rows if r.metric == "mmlu_0shot_acc")
+    # baseline mean 0.30, sd 0.02; t = (0.29 - 0.30) / (0.02·√(1 + 1/3)) = -0.4330, df 2
+    assert (acc.n_baseline, acc.n_new, acc.result.test) == (3, 1, "prediction")
+    assert acc.result.delta == pytest.approx(-0.01, abs=1e-6)  # metrics are float32 means
+    assert acc.result.p_value == pytest.approx(0.7073, abs=1e-3)
+    assert result.failures() == []
+
+
+def test_parse_fail_knows_generation_metrics() -> None:
+    assert parse_fail("gsm8k_exact_match_strict_match:-2pp").limit == pytest.approx(-0.02)
+    assert parse_fail("mmlu_5shot_ece:+1pp").limit == pytest.approx(0.01)
+    assert parse_fail("humaneval_pass_at_10:5pp").limit == pytest.approx(-0.05)  # higher is better: bad is down

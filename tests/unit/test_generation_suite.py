@@ -102,8 +102,10 @@ def test_run_and_report_a_generation_suite(tmp_path: Path, capsys: pytest.Captur
     assert "| method | gsm8k EM strict (%) ↑ | gsm8k EM flexible (%) ↑ | mmlu_0shot acc (%) ↑ | mmlu_0shot ECE (%) ↓" \
         in board
     assert record["run_id"] in board
-    # bench compare reads generation records without crashing (it does not score them yet)
-    assert main(["compare", str(results), str(results)]) == 0
+    # bench compare scores generation records by their own metrics; a store against itself: no change
+    assert main(["compare", str(results), str(results), "--fail", "mmlu_0shot_acc:-1pp"]) == 0
+    out = capsys.readouterr().out
+    assert "mmlu_0shot_acc" in out and "gsm8k_exact_match_strict_match" in out and "gate passed" in out
 
 
 def test_a_methods_own_diagnostics_reach_the_record(tmp_path: Path) -> None:
