@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,6 +88,48 @@ def latest_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(best.values())
 
 
+def _flat_spec(spec: Any, prefix: str = "") -> dict[str, str]:
+    if not isinstance(spec, dict):
+        return {prefix[:-1]: json.dumps(spec, sort_keys=True)}
+    out: dict[str, str] = {}
+    for key, value in spec.items():
+        out.update(_flat_spec(value, f"{prefix}{key}."))
+    return out
+
+
+def _short(value: str, width: int = 40) -> str:
+    value = value.strip('"')
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+def label_settings(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep runs of different settings apart where they would share a cell.
+
+    A cell (task, noise, model, method id) is meant to hold the seeds of one setting. When a
+    store holds runs of one cell that differ in more than the seed (a base model next to its
+    SFT via ``--set train.epochs=0``, or two learning rates), each run's method id gets the
+    settings that tell them apart, e.g. ``lora (train.epochs=0)``, so that leaderboards and
+    comparisons never average different settings as if they were seeds.
+    """
+    from bench.report.markdown import cell_of
+
+    flats = [{k: v for k, v in _flat_spec(r.get("spec") or {}).items() if k != "seed"} for r in records]
+    groups: dict[Any, list[int]] = defaultdict(list)
+    for i, record in enumerate(records):
+        groups[cell_of(record)].append(i)
+    out = list(records)
+    for members in groups.values():
+        keys = sorted({k for i in members for k in flats[i]})
+        varying = [k for k in keys if len({flats[i].get(k) for i in members}) > 1]
+        for i in members if varying else ():
+            label = ", ".join(f"{k}={_short(flats[i].get(k, '-'))}" for k in varying)
+            record = records[i]
+            spec = {**record["spec"], "method": {**record["spec"].get("method", {})}}
+            spec["method"]["id"] = f"{cell_of(record)[5]} ({label})"
+            out[i] = {**record, "spec": spec}
+    return out
+
+
 def expand_variants(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Add one leaderboard row per prediction variant (``metrics["variants"]``) of a record.
 
@@ -109,7 +153,7 @@ def build_report(suite: str, *, results: str | Path | None = None,
     records = latest_records(Store(results_dir(results)).records(suite))
     if not records:
         raise BenchError(f"no records for suite '{suite}' in {results_dir(results)}; run it first")
-    return write_report(expand_variants(records), reports_dir(reports) / suite, suite=suite)
+    return write_report(expand_variants(label_settings(records)), reports_dir(reports) / suite, suite=suite)
 
 
 def summarize(suite: str, *, results: str | Path | None = None, interval: str = "t",
@@ -136,6 +180,7 @@ def summarize(suite: str, *, results: str | Path | None = None, interval: str = 
     records = latest_records(Store(results_dir(results)).records(suite))
     if not records:
         raise BenchError(f"no records for suite '{suite}' in {results_dir(results)}; run it first")
+    records = label_settings(records)
     return aggregate(expand_variants(records) if variants else records, interval=interval)
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from bench import compare_generation
-from bench.api import latest_records
+from bench.api import label_settings, latest_records
 from bench.errors import BenchError, did_you_mean
 from bench.evaluate.classification import ECE_BINS
 from bench.metrics import higher_is_better
@@ -196,6 +196,7 @@ def load_side(path: str | Path, *, label: str, suite: str | None = None,
     records = [r for r in latest_records(Store(root).records()) if r.get("status") == "success"
                and (suite is None or get_path(r, "spec.suite") == suite)
                and (not methods or get_path(r, "spec.method.id") in methods)]
+    records = label_settings(records)  # runs of one cell with different settings are not seeds of one
     if not records:
         wanted = ([f"suite '{suite}'"] if suite else []) + ([f"methods {', '.join(methods)}"] if methods else [])
         raise BenchError(f"{label} {root}: no successful records" + (f" for {' and '.join(wanted)}" if wanted else ""))

@@ -290,3 +290,22 @@ def test_collapsed_runs_are_listed_and_stay_in_the_means() -> None:
     assert f"| {flagged['run_id']} | predicts 'LOC' for 97.0 % of the test items" in text
     assert aggregate([flagged])["n"].tolist() == [1]
     assert "## Collapsed runs" not in leaderboard_markdown([ok], suite="s")
+
+
+def test_runs_of_different_settings_in_one_cell_are_not_averaged_as_seeds(tmp_path: Path) -> None:
+    from bench.api import label_settings
+
+    base = make_record("b0", seed=0, accuracy=0.30)
+    sft = make_record("s0", seed=0, accuracy=0.50)
+    sft1 = make_record("s1", seed=1, accuracy=0.60)
+    base["spec"]["train"] = {"epochs": 0, "lr": 2e-4}
+    for record in (sft, sft1):
+        record["spec"]["train"] = {"epochs": 1, "lr": 2e-4}
+    labelled = label_settings([base, sft, sft1])
+    assert [r["spec"]["method"]["id"] for r in labelled] == ["lora (train.epochs=0)", "lora (train.epochs=1)",
+                                                           "lora (train.epochs=1)"]
+    assert base["spec"]["method"]["id"] == "lora"  # the input records are left as they were
+    board = leaderboard_markdown(labelled, suite="s")
+    assert "| lora (train.epochs=0) | 30.00 |" in board and "| lora (train.epochs=1) | **55.00 ± 7.07** |" in board
+    # seeds of one setting keep the plain method id
+    assert [r["spec"]["method"]["id"] for r in label_settings([sft, sft1])] == ["lora", "lora"]
