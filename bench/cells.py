@@ -29,7 +29,9 @@ class Cell:
     @property
     def label(self) -> str:
         """Short display name."""
-        return f"{self.task.name} {self.noise.label()} {self.method.id} seed{self.seed}"
+        noise = "real-noise" if getattr(self.task, "truth_field", None) and self.noise.kind == "none" \
+            else self.noise.label()  # the data's own labels, scored against its gold field (as in reports)
+        return f"{self.task.name} {noise} {self.method.id} seed{self.seed}"
 
 
 def plan(suite: Suite) -> list[Cell]:

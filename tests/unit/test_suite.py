@@ -361,3 +361,10 @@ def test_repository_suites_load() -> None:
     assert suite.name == "noisy-text-smoke"
     assert {m.id for m in suite.methods} >= {"lora", "full-ft"}
     assert suite.train.epochs == 3  # the suite overrides its fragment's 4
+
+
+def test_cell_labels_name_real_noise_as_such() -> None:
+    from bench.cells import plan
+
+    labels = [cell.label for cell in plan(load_suite("noisy-real"))]
+    assert labels[0] == "hausa real-noise lora seed0" and not any(" clean " in label for label in labels)
