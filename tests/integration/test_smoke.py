@@ -20,10 +20,16 @@ baseline (results/baselines/README.md), which was made one thread per process,
 
 on a 2-core AMD EPYC CPU (2026-11-22, commit 0c57676). On the same CPU the two agree exactly;
 the thread count alone would not (it changes the float reduction order, and that moves
-seed-unstable cells by points). Tolerances: 3 points of accuracy, 5 points of detection
-precision/recall, 0.05 AUROC, for kernel differences across CPUs; a broken loop, wrong labels or
-a broken noise generator move accuracy far more, and a detector that swaps its LoRAs' roles or
-ranks at chance moves detection far more (docs/delora.md: AUROC 0.08-0.55 for such settings).
+seed-unstable cells by points). Another CPU family runs other bf16 kernels (AMX, AVX-512) and
+rounds differently. Measured on a 2-core Intel Xeon with AMX (2026-11-29, commit 8773820, same
+packages): 20 of the 24 cells moved, by at most 4.4 points of accuracy (cleanlab asym-40 %:
+70.8 → 75.2 %), detection precision/recall by at most 6.5 points (Delora's noisy recall
+42.8 → 49.3 %) and AUROC by at most 0.006; the gate passed. Tolerances therefore depend on the
+CPU: on the baseline's CPU 3 points of accuracy, 5 of detection precision/recall, 0.05 AUROC; on
+another 6, 10 and 0.05. A broken loop, wrong labels or a broken noise generator move accuracy
+far more, and a detector that swaps its LoRAs' roles or ranks at chance moves detection far
+more (docs/delora.md: AUROC 0.08-0.55 for such settings). The gate below is the seed-aware
+check; these figures guard against gross breakage.
 """
 
 from __future__ import annotations
@@ -77,6 +83,23 @@ N_TRULY_CLEAN = 562
 DETECTION_EPOCHS = {"delora-nld": 4, "small-loss": 2, "co-teaching": 3, "cleanlab": 0}
 N_TRAIN = 700
 
+#: The CPU the figures above were measured on (``env.cpu`` of the baseline's records).
+BASELINE_CPU = "AMD EPYC"
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    accuracy: float
+    detection: float  # precision and recall
+    auroc: float
+
+
+SAME_CPU, OTHER_CPU = Tolerance(0.03, 0.05, 0.05), Tolerance(0.06, 0.10, 0.05)
+
+
+def _tolerance(record: dict[str, Any]) -> Tolerance:
+    return SAME_CPU if record["env"].get("cpu") == BASELINE_CPU else OTHER_CPU
+
 
 def _data_dir() -> Path:
     try:
@@ -114,7 +137,7 @@ def test_every_cell_succeeds_with_its_measured_accuracy(smoke: SmokeRun) -> None
     for record in smoke.records:
         key, m = _key(record), record["metrics"]
         assert record["status"] == "success"
-        assert m["accuracy"] == pytest.approx(MEASURED_ACCURACY[key], abs=0.03), key
+        assert m["accuracy"] == pytest.approx(MEASURED_ACCURACY[key], abs=_tolerance(record).accuracy), key
         assert m["reload_max_abs_diff"] <= 1e-5, key
         assert record["efficiency"]["train_samples_per_s"] > 0
         assert record["noise"]["realised_rate"] == pytest.approx(record["spec"]["noise"]["rate"], abs=0.03)
@@ -126,10 +149,11 @@ def test_noisy_label_methods_detect_injected_noise(smoke: SmokeRun) -> None:
     sym = {r["spec"]["method"]["id"]: r for r in smoke.records if _key(r)[0] == "sym-20%"}
     for method, (accuracy, precision_noisy, recall_noisy, auroc) in MEASURED_DETECTION.items():
         record, m = sym[method], sym[method]["metrics"]
-        assert m["accuracy"] == pytest.approx(accuracy, abs=0.03), method
-        assert m["precision_noisy"] == pytest.approx(precision_noisy, abs=0.05), method
-        assert m["recall_noisy"] == pytest.approx(recall_noisy, abs=0.05), method
-        assert m["auroc"] == pytest.approx(auroc, abs=0.05), method
+        tol = _tolerance(record)
+        assert m["accuracy"] == pytest.approx(accuracy, abs=tol.accuracy), method
+        assert m["precision_noisy"] == pytest.approx(precision_noisy, abs=tol.detection), method
+        assert m["recall_noisy"] == pytest.approx(recall_noisy, abs=tol.detection), method
+        assert m["auroc"] == pytest.approx(auroc, abs=tol.auroc), method
         assert m["n_truly_clean"] == N_TRULY_CLEAN
         assert len(record["curves"].get("detect_auroc", [])) == DETECTION_EPOCHS[method], method
         path = smoke.results / "noisy-text-smoke" / method / f"{record['run_id']}.preds.npz"
