@@ -441,7 +441,7 @@ def compare_cell(base: Side, new: Side, cell: CellKey, *, seed: int = 0,
         items, warnings = _item_results(base, new, cell, seed=seed, n_resamples=n_resamples)
     base_runs = held_out(base.runs[cell], new.runs[cell])
     runs = [*base_runs.values(), *new.runs[cell].values()]
-    metrics = compare_generation.metrics_of(runs) if any(is_generation(r) for r in runs) else COMPARED
+    metrics = compare_generation.metrics_of(runs) if _generation_cell(base, cell) else COMPARED
     rows = []
     for metric in metrics:
         bv = [v for r in base_runs.values() if (v := record_value(r, metric)) is not None]

@@ -10,8 +10,7 @@ the stored per-item scores by item id (``<run_id>.preds.npz``):
   bootstrap's interval;
 - HumanEval stores ``<eval>_problem`` and ``<eval>_passed`` (problems × samples): each problem's
   unbiased pass@k, then McNemar when that is 0/1 (one sample, k = 1) and the paired bootstrap
-  of the mean otherwise.
-
+  of the mean otherwise;
 - multiple-choice ECE (``<eval>_ece``): the paired bootstrap over items of the ECE recomputed
   from the stored choice probabilities (``<eval>_probs``) and per-item correctness
   (``<eval>_acc``). ECE needs only each item's top probability and whether its argmax is right,
@@ -29,11 +28,11 @@ import numpy as np
 from bench.evaluate.classification import ECE_BINS
 from bench.metrics.calibration import expected_calibration_error
 from bench.metrics.passk import pass_at_k
+from bench.report.generation import HEADLINE
 from bench.stats import TestResult, mcnemar_test, pair_items, paired_bootstrap
 
-#: Metric suffixes of an evaluation, in display order, and whether higher is better.
-SUFFIXES = (("exact_match_strict_match", True), ("exact_match_flexible_extract", True), ("acc", True),
-            ("ece", False))
+#: Metric suffixes of an evaluation, in display order, and whether higher is better (the leaderboard's).
+SUFFIXES = tuple((suffix, higher) for suffix, _, higher in HEADLINE)
 _PASS_AT = re.compile(r"^(?P<eval>[a-z0-9_]+)_pass_at_(?P<k>\d+)$")
 
 

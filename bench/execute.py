@@ -165,3 +165,14 @@ def predict(s: Setup, fitted: Fitted) -> tuple[NDArray[np.float64], dict[str, fl
         probs = fitted.predict_proba(s.test)
     seconds = phase.figures["eval_wall_s"] or float("nan")
     return probs, {**phase.figures, "eval_samples_per_s": len(s.test) / seconds}
+
+
+def split_diagnostics(diagnostics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(JSON-able diagnostics for the record, per-training-sample arrays for the npz beside it)."""
+    kept, arrays = {}, {}
+    for key, value in diagnostics.items():
+        if isinstance(value, np.ndarray):
+            arrays[f"train_{key}"] = value
+        elif key != "selection_history":
+            kept[key] = value
+    return kept, arrays

@@ -109,7 +109,7 @@ def _evaluate(s: GenerationSetup, fitted: CausalFitted, data_dir: Path,
     evals: dict[str, dict[str, float]] = {}
     efficiency: dict[str, Any] = {}
     diagnostics: dict[str, Any] = {"n_truncated": s.train.n_truncated}
-    method_own = {k: v for k, v in fitted.diagnostics.items() if not isinstance(v, np.ndarray)}
+    method_own, _ = execute.split_diagnostics(fitted.diagnostics)
     if method_own:  # e.g. ba-lora's step-0 checks, lora-dropout's ensemble size and mask sparsity
         diagnostics["method"] = method_own
     arrays: dict[str, Any] = {}

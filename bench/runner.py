@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench import execute
 from bench.cells import Cell, plan, resolve_spec
 from bench.env import environment
@@ -41,17 +39,6 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
-
-
-def _split_diagnostics(diagnostics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(JSON-able diagnostics for the record, per-training-sample arrays for the npz beside it)."""
-    kept, arrays = {}, {}
-    for key, value in diagnostics.items():
-        if isinstance(value, np.ndarray):
-            arrays[f"train_{key}"] = value
-        elif key != "selection_history":
-            kept[key] = value
-    return kept, arrays
 
 
 def run_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progress: Any,
@@ -90,7 +77,7 @@ def run_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progres
         variants = execute.predict_variants(s, fitted)
         if variants:
             metrics["variants"] = {name: classification_metrics(p, s.test.labels) for name, p in variants.items()}
-        diagnostics, train_arrays = _split_diagnostics(fitted.diagnostics)
+        diagnostics, train_arrays = execute.split_diagnostics(fitted.diagnostics)
         collapsed = collapse_message(probs, s.test.labels, s.data.label_names)
         if collapsed:
             diagnostics["collapsed"] = collapsed
