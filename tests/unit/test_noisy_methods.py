@@ -19,7 +19,16 @@ from bench.evaluate.classification import relabel_metrics, selection_curves
 from bench.noisy import cross_entropy_np, gmm_clean_probability, masked_mean, reverse_cross_entropy, smallest_fraction
 from bench.registry import get_method
 from methods.co_teaching import exchange_loss, keep_rate
-from methods.delora import CLEAN, NOISY, DetectorObjective, _detector_model, clean_probability, parameter_change, taus
+from methods.delora import (
+    CLEAN,
+    NOISY,
+    DeloraAdapter,
+    DetectorObjective,
+    _detector_model,
+    clean_probability,
+    parameter_change,
+    taus,
+)
 from methods.relabel import _option_scores, from_file, relabel, zero_shot
 from methods.small_loss import SmallLossConfig, select_small_loss
 from tests.helpers import make_ctx
@@ -86,7 +95,7 @@ def _passes(model, inputs, labels):
 
 
 def test_detector_objective_matches_the_formula_in_warm_up_and_after() -> None:
-    config = {"warmup_epochs": 1, "lambda_lora": 0.5, "t_mode": "epoch"}
+    config = {"warmup_epochs": 1, "lambda_lora": 0.5, "t_mode": "epoch", "detector_targets": "self"}
     model, objective, inputs, labels, index = _objective_batch(config)
     model.eval()
     with torch.no_grad():  # change the clean adapter since the snapshot: Δσ_c = ||δ|| = 0.3 * sqrt(n)
@@ -104,6 +113,35 @@ def test_detector_objective_matches_the_formula_in_warm_up_and_after() -> None:
     expected = losses["b"].mean().item() + 0.5 * 2 * 0.3 * math.sqrt(n_clean) + det
     assert after == pytest.approx(expected, rel=1e-5)
     assert set(objective.epoch_means()) == {"loss_ce", "loss_lora", "loss_det"}
+
+
+def test_detector_objective_uses_the_frozen_targets_when_given() -> None:
+    # GMM targets (the default) are set once at the end of warm-up; L_Det is BCE of p^c towards them
+    model, objective, inputs, labels, index = _objective_batch({"warmup_epochs": 1, "lambda_lora": 0.0})
+    model.eval()
+    objective.targets = torch.tensor([1.0, 0.0] * 4)
+    objective.epoch = 2
+    losses = _passes(model, inputs, labels)
+    value = objective(model, inputs, labels, index).item()
+    det = F.binary_cross_entropy(torch.sigmoid(losses["n"] - losses["c"]), objective.targets).item()
+    assert value == pytest.approx(losses["b"].mean().item() + det, rel=1e-5)
+
+
+def test_gmm_targets_are_fitted_once_at_the_end_of_warm_up(monkeypatch) -> None:
+    calls: list[int] = []
+    entry = get_method("delora-nld")
+    assert entry.config().detector_targets == "gmm"
+
+    def spy(self, model, ctx):
+        calls.append(len(rows))
+        return np.ones(len(ctx.train), dtype=np.float32)
+
+    monkeypatch.setattr(DeloraAdapter, "_gmm_targets", spy)
+    rows: list[dict] = []
+    cfg = {"r": 4, "alpha": 8, "detector_epochs": 3, "warmup_epochs": 1, "classifier_epochs": 1}
+    entry.adapter(build(entry.config, cfg, "d")).detect(make_ctx(log=rows.append))
+    assert calls == [0]  # once, before epoch 1's row is logged, and never again
+    assert ["loss_det" in r for r in rows if "detector_epoch" in r] == [False, True, True]
 
 
 def test_detector_objective_separate_ce_mode() -> None:
