@@ -3,8 +3,9 @@
 - ``clean-lora``: the detector's own clean-LoRA prediction (Delora's default offline);
 - ``drop``: no new labels; the flagged samples leave the training set;
 - ``file``: precomputed labels, JSONL lines ``{"id": <example id>, "value": <label index or name>}``;
-- ``model``: zero-shot with a causal LM (HF name or local folder): the label whose name has the
-  highest log-likelihood after a classification prompt.
+- ``model``: zero-shot with a causal LM (the embedded ``smollm2``, an HF folder, or a hub name
+  where downloads are on): the label whose name has the highest log-likelihood after a
+  classification prompt.
 
 The paper's GPT-4o relabelling is not available offline; results with ``clean-lora`` are
 "Delora (self-relabel)" (METHODS.md §2.5 point 5).
@@ -26,6 +27,10 @@ from bench.method import FitContext
 RELABELERS = ("clean-lora", "drop", "file", "model")
 
 PROMPT = "Classify the text into one of these categories: {labels}.\nText: {text}\nCategory:"
+#: Contextual calibration (Zhao et al., "Calibrate Before Use", ICML 2021): each label's score on
+#: this content-free text is subtracted, which removes a small LM's preference for one label name
+#: (SmolLM2-135M put three clear texts of three topics all in the first-listed label without it).
+CONTENT_FREE = "N/A"
 
 
 def from_file(path: str, ctx: FitContext, index: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -57,29 +62,36 @@ def from_file(path: str, ctx: FitContext, index: NDArray[np.int64]) -> NDArray[n
 
 @torch.no_grad()
 def zero_shot(model_name: str, ctx: FitContext, index: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Zero-shot labels from a causal LM: argmax over label names of log p(" name" | prompt).
+    """Zero-shot labels from a causal LM, calibrated on a content-free text.
 
-    The log-likelihood is summed over the name's tokens (not length-normalised).
+    The label is the argmax over label names of log p(" name" | prompt), less the same score for
+    :data:`CONTENT_FREE`. The log-likelihood is summed over the name's tokens (not length-normalised).
 
     Raises:
         CellError: when the model cannot be loaded or the texts are not available.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from bench.causal_models import causal_base, load_causal_tokenizer
+    from bench.errors import BenchError
 
     if len(ctx.train_texts) != len(ctx.train):
         raise CellError("relabeler 'model' needs the training texts, which this context lacks")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_name)
-        lm: Any = AutoModelForCausalLM.from_pretrained(model_name)
+    try:  # the harness's causal names: the embedded smollm2, random:<shape>, an HF folder or hub name
+        tokenizer = load_causal_tokenizer(model_name)
+        lm: Any = causal_base(model_name, "bf16" if ctx.precision == "bf16" else "fp32").new()
         lm = lm.to(ctx.device).eval()
-    except (OSError, ValueError) as err:
+    except (BenchError, OSError, ValueError) as err:
         raise CellError(f"relabeler model {model_name!r} could not be loaded: {str(err).splitlines()[0]}") from None
     options = [tokenizer(" " + name, add_special_tokens=False)["input_ids"] for name in ctx.label_names]
     labels = ", ".join(ctx.label_names)
+
+    def scores(text: str) -> NDArray[np.float64]:
+        prompt = tokenizer(PROMPT.format(labels=labels, text=text))["input_ids"]
+        return np.asarray(_option_scores(lm, prompt, options, ctx.device))
+
+    prior = scores(CONTENT_FREE)
     out = np.empty(len(index), dtype=np.int64)
     for j, i in enumerate(index):
-        prompt = tokenizer(PROMPT.format(labels=labels, text=ctx.train_texts[i]))["input_ids"]
-        out[j] = int(np.argmax(_option_scores(lm, prompt, options, ctx.device)))
+        out[j] = int(np.argmax(scores(ctx.train_texts[i]) - prior))
     return out
 
 

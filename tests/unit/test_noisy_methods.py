@@ -335,11 +335,35 @@ def test_zero_shot_relabels_with_a_local_causal_lm(tiny_lm: str) -> None:
     ctx = dataclasses.replace(make_ctx(), train_texts=tuple(f"text number {i}" for i in range(48)))
     labels = zero_shot(tiny_lm, ctx, np.array([0, 1, 2]))
     assert labels.shape == (3,) and ((labels >= 0) & (labels < 3)).all()
+    # by hand: each option's summed log-probability, less its score on the content-free text
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from methods.relabel import CONTENT_FREE, PROMPT
+
+    lm, tok = AutoModelForCausalLM.from_pretrained(tiny_lm).eval(), AutoTokenizer.from_pretrained(tiny_lm)
+    options = [tok(" " + name, add_special_tokens=False)["input_ids"] for name in ctx.label_names]
+
+    def by_hand(text: str) -> np.ndarray:
+        prompt = tok(PROMPT.format(labels=", ".join(ctx.label_names), text=text))["input_ids"]
+        with torch.no_grad():
+            return np.array(_option_scores(lm, prompt, options, torch.device("cpu")))
+
+    prior = by_hand(CONTENT_FREE)
+    assert labels.tolist() == [int(np.argmax(by_hand(ctx.train_texts[i]) - prior)) for i in range(3)]
     assert zero_shot(tiny_lm, ctx, np.array([0, 1, 2])).tolist() == labels.tolist()
     with pytest.raises(CellError, match="could not be loaded"):
         zero_shot(str(Path(tiny_lm) / "missing"), ctx, np.array([0]))
     with pytest.raises(CellError, match="needs the training texts"):
         zero_shot(tiny_lm, make_ctx(), np.array([0]))
+
+
+def test_zero_shot_relabels_with_the_embedded_smollm2() -> None:
+    # the real 135M instruct model, by the harness's name for it; three clear cases of three topics
+    texts = ("The striker scored twice in the second half and the team won the cup final.",
+             "Stir the onions in butter, then add the flour and bake the bread for forty minutes.",
+             "The central bank raised interest rates to fight inflation; stock markets fell.")
+    ctx = dataclasses.replace(make_ctx(n_train=3), label_names=["sports", "cooking", "finance"], train_texts=texts)
+    assert zero_shot("smollm2", ctx, np.array([0, 1, 2])).tolist() == [0, 1, 2]
 
 
 # ---------------------------------------------------------------- runner side
