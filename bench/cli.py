@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the cell in flight was stored as canceled", file=sys.stderr)
+        print("interrupted: the cells in flight were stored as canceled", file=sys.stderr)
         return 130
 
 

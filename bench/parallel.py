@@ -68,9 +68,20 @@ def pool(jobs: int) -> ProcessPoolExecutor:
         executor = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
                                        initializer=_init_worker, initargs=(threads,))
         # workers start on the first submit; warm them now, inside the thread environment
-        for f in [executor.submit(os.getpid) for _ in range(jobs)]:
-            f.result()
+        try:
+            for f in [executor.submit(os.getpid) for _ in range(jobs)]:
+                f.result()
+        except BaseException:  # Ctrl-C or SIGTERM while they start: they must not outlive the run
+            _kill(executor)
+            raise
     return executor
+
+
+def _kill(executor: ProcessPoolExecutor) -> None:
+    processes = getattr(executor, "_processes", None) or {}
+    for process in list(processes.values()):
+        process.terminate()
+    executor.shutdown(wait=False, cancel_futures=True)
 
 
 class CellPool:
@@ -82,8 +93,10 @@ class CellPool:
     """
 
     def __init__(self, todo: list[tuple[Any, dict[str, Any], str, str]], data_dir: Path, jobs: int,
-                 fn: Callable[..., tuple[dict[str, Any], float]] = _timed_cell) -> None:
+                 fn: Callable[..., tuple[dict[str, Any], float]] = _timed_cell,
+                 on_start: Callable[[tuple[Any, dict[str, Any], str, str]], None] | None = None) -> None:
         self.queue, self.data_dir, self.jobs, self.fn = list(todo), data_dir, jobs, fn
+        self.on_start = on_start
         self.in_flight: dict[Future[Any], tuple[Any, dict[str, Any], str, str]] = {}
         self.executor: ProcessPoolExecutor | None = None
 
@@ -96,6 +109,8 @@ class CellPool:
                 while self.queue and len(self.in_flight) < self.jobs:
                     item = self.queue.pop(0)
                     self.in_flight[self.executor.submit(self.fn, *item[:3], self.data_dir)] = item
+                    if self.on_start is not None:
+                        self.on_start(item)
                 done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
                 for future in done:
                     try:
@@ -113,9 +128,5 @@ class CellPool:
 
     def stop(self) -> None:
         """Kill the workers (Ctrl-C): their cells are lost anyway and must not outlive the run."""
-        if self.executor is None:
-            return
-        processes = getattr(self.executor, "_processes", None) or {}
-        for process in list(processes.values()):
-            process.terminate()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.executor is not None:
+            _kill(self.executor)

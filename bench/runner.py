@@ -194,7 +194,8 @@ def _run_parallel(todo: list[tuple[Cell, dict[str, Any], str, str]], store: Stor
 
     from bench.parallel import CellPool, _timed_cell
 
-    cells = CellPool(todo, data_dir, jobs, fn=partial(_timed_cell, execution=execution))
+    cells = CellPool(todo, data_dir, jobs, fn=partial(_timed_cell, execution=execution),
+                     on_start=lambda item: echo(f"{item[3]} {item[0].label}: started"))
     try:
         for (cell, spec, rid, tag), record, seconds in cells.results():
             if record is None:  # the worker died: the cell failed, and says why

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +88,48 @@ def test_thread_env_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
     with thread_env(1):
         assert os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "1"
     assert os.environ["OMP_NUM_THREADS"] == "7" and "MKL_NUM_THREADS" not in os.environ
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        text = (task / "children").read_text() if (task / "children").exists() else ""
+        out |= {int(c) for c in text.split()}
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "State:\tZ" not in status.read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_sigterm_stores_every_cell_in_flight_as_canceled_and_stops_the_workers(tmp_path: Path) -> None:
+    data, suite = _toy(tmp_path)
+    suite.write_text(suite.read_text().replace("epochs: 1", "epochs: 100000"))  # cells that never finish
+    results = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--suite", str(suite), "--jobs", "2",
+                             "--data-dir", str(data), "--results-dir", str(results)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    started = [line for line in (proc.stdout.readline() for _ in range(2)) if line.endswith(": started\n")]
+    assert len(started) == 2, started  # both workers have a cell
+    workers = {c for c in _children(proc.pid) if "spawn_main" in _cmdline(c)}
+    assert len(workers) == 2
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "the cells in flight were stored as canceled" in err
+    canceled = sorted(results.rglob("*.canceled.*.json"))
+    assert len(canceled) == 2 and not list(results.rglob("*.preds.npz"))
+    assert {json.loads(p.read_text())["status"] for p in canceled} == {"canceled"}
+    time.sleep(1)
+    assert not [w for w in workers if _alive(w)]
