@@ -19,6 +19,7 @@ from bench.report.markdown import (
     _table,
     cell_of,
     cell_sort_key,
+    count_canceled,
     get_path,
     is_success,
     record_value,
@@ -74,7 +75,8 @@ def _columns(records: Sequence[Record]) -> list[Column]:
 def _row(cell: tuple[Any, ...], records: Sequence[Record], columns: Sequence[Column]) -> dict[str, Any]:
     ok = sorted((r for r in records if is_success(r)), key=run_id)
     row: dict[str, Any] = {"task": cell[0], "model": cell[4], "method": cell[5], "n": len(ok),
-                           "n_failed": len(records) - len(ok), "run_ids": tuple(run_id(r) for r in ok)}
+                           "n_failed": len(records) - len(ok), "n_canceled": count_canceled(records),
+                           "run_ids": tuple(run_id(r) for r in ok)}
     for col in columns:
         values = [v for r in ok if (v := record_value(r, col.metric)) is not None]
         s = summarize_seeds(values)

@@ -99,11 +99,23 @@ def memory_metric(records: Iterable[Record]) -> str:
     return "peak_rss_gib"
 
 
+def count_canceled(records: Sequence[Record]) -> int:
+    """How many of ``records`` were canceled (Ctrl-C, SIGTERM) rather than failed."""
+    return sum(1 for r in records if r.get("status") == "canceled")
+
+
+def unfinished_text(row: Mapping[str, Any]) -> str:
+    """`` (+1 failed, +2 canceled)`` for a row's runs that did not succeed; empty if none."""
+    canceled = int(row.get("n_canceled", 0))
+    parts = [f"+{n} {word}" for n, word in ((row["n_failed"] - canceled, "failed"), (canceled, "canceled")) if n]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def _aggregate_group(cell: Cell, records: Sequence[Record], interval: str, seed: int) -> dict[str, Any]:
     ok = sorted((r for r in records if is_success(r)), key=run_id)
     seeds = (get_path(r, "spec.seed") for r in ok)
     row: dict[str, Any] = dict(zip(GROUP_COLUMNS, cell, strict=True))
-    row.update(n=len(ok), n_failed=len(records) - len(ok),
+    row.update(n=len(ok), n_failed=len(records) - len(ok), n_canceled=count_canceled(records),
                seeds=tuple(sorted(s for s in seeds if isinstance(s, int))),
                run_ids=tuple(run_id(r) for r in ok))
     for name in METRICS:
@@ -126,7 +138,7 @@ def aggregate(records: Iterable[Record], *, interval: str = "t", seed: int = 0) 
     Returns:
         A DataFrame sorted by task, noise rate/kind, model and method with the
         columns of ``GROUP_COLUMNS``, ``n`` (successful runs), ``n_failed``
-        (failed or canceled runs), ``seeds`` and ``run_ids`` (tuples over the
+        (failed or canceled runs), ``n_canceled`` (the canceled among them), ``seeds`` and ``run_ids`` (tuples over the
         successful runs) and, per metric in ``METRICS``, ``<metric>_mean``,
         ``<metric>_std`` (sample std, ddof=1; NaN for fewer than two values),
         ``<metric>_n`` (runs that reported it) and ``<metric>_ci_low``/``<metric>_ci_high``
@@ -136,7 +148,7 @@ def aggregate(records: Iterable[Record], *, interval: str = "t", seed: int = 0) 
     for record in records:
         groups[cell_of(record)].append(record)
     rows = [_aggregate_group(cell, groups[cell], interval, seed) for cell in sorted(groups, key=cell_sort_key)]
-    columns = [*GROUP_COLUMNS, "n", "n_failed", "seeds", "run_ids"]
+    columns = [*GROUP_COLUMNS, "n", "n_failed", "n_canceled", "seeds", "run_ids"]
     columns += [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "n", "ci_low", "ci_high")]
     return pd.DataFrame(rows, columns=columns)
 
@@ -215,7 +227,7 @@ def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], *,
         label = f"{row['method']} ({row['model']})" if show_model else str(row["method"])
         cells = [f"**{t}**" if i in b else t
                  for t, b in ((_cell_text(row, c), b) for c, b in zip(columns, best, strict=True))]
-        seeds = f"n={row['n']}" + (f" (+{row['n_failed']} failed)" if row["n_failed"] else "")
+        seeds = f"n={row['n']}" + unfinished_text(row)
         ids = ", ".join(r + (DIRTY_MARK if r in dirty else "") for r in row["run_ids"]) or DASH
         lines.append("| " + " | ".join([label.translate(_ESCAPE), *cells, seeds, ids]) + " |")
     return lines

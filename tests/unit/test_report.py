@@ -309,3 +309,11 @@ def test_runs_of_different_settings_in_one_cell_are_not_averaged_as_seeds(tmp_pa
     assert "| lora (train.epochs=0) | 30.00 |" in board and "| lora (train.epochs=1) | **55.00 ± 7.07** |" in board
     # seeds of one setting keep the plain method id
     assert [r["spec"]["method"]["id"] for r in label_settings([sft, sft1])] == ["lora", "lora"]
+
+
+def test_unfinished_runs_are_named_failed_or_canceled() -> None:
+    from bench.report.markdown import unfinished_text
+
+    assert unfinished_text({"n_failed": 0, "n_canceled": 0}) == ""
+    assert unfinished_text({"n_failed": 1, "n_canceled": 1}) == " (+1 canceled)"
+    assert unfinished_text({"n_failed": 3, "n_canceled": 1}) == " (+2 failed, +1 canceled)"
