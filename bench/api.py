@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 from bench.data.loaders import resolve_data_dir
 from bench.errors import BenchError
-from bench.store import Store
-from bench.suite import REPO_ROOT, Suite, load_suite
+from bench.results.store import Store
+from bench.spec.suite import REPO_ROOT, Suite, load_suite
 
-if TYPE_CHECKING:  # kept out of the import: bench.runner imports torch, and compare/report need none
+if TYPE_CHECKING:  # kept out of the import: bench.run.runner imports torch, and compare/report need none
     import pandas as pd
 
-    from bench.compare import Comparison
-    from bench.runner import RunSummary
+    from bench.results.compare import Comparison
+    from bench.run.runner import RunSummary
 
 RESULTS_ENV = "PEFTBENCH_RESULTS"
 
@@ -68,7 +68,7 @@ def run_suite(suite: Suite | str, *, overrides: tuple[str, ...] = (), data_dir: 
     ``allow_unsafe_network`` lets it run without namespaces where the kernel forbids them
     (docs/sandbox.md). Neither is part of a cell's identity.
     """
-    from bench import runner
+    from bench.run import runner
 
     loaded = suite if isinstance(suite, Suite) else load_suite(suite, overrides)
     quiet_libraries()
@@ -187,14 +187,14 @@ def summarize(suite: str, *, results: str | Path | None = None, interval: str = 
 def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, methods: tuple[str, ...] = (),
             fail: tuple[str, ...] = (), alpha: float = 0.05, n_resamples: int = 1000,
             correction: str = "holm") -> Comparison:
-    """Compare two result stores cell by cell with a seed-aware test; see :mod:`bench.compare`.
+    """Compare two result stores cell by cell with a seed-aware test; see :mod:`bench.results.compare`.
 
     Each side is a store root, a suite folder inside one or a method folder. ``fail`` holds
     gate rules such as ``accuracy:-1pp``; ``Comparison.failures()`` lists the cells that break
     one significantly at ``alpha`` after the ``correction`` for the number of gated tests
-    (``holm`` or ``none``). (Not re-exported as ``bench.compare``: that name is the module.)
+    (``holm`` or ``none``). (Not re-exported as ``bench.results.compare``: that name is the module.)
     """
-    from bench.compare import compare as compare_stores
+    from bench.results.compare import compare as compare_stores
 
     return compare_stores(baseline, new, suite=suite, methods=methods, fail=fail, alpha=alpha,
                           n_resamples=n_resamples, correction=correction)
@@ -207,7 +207,7 @@ def validate_suites(names: list[str], *, overrides: tuple[str, ...] = (),
     Returns:
         The number of cells per suite.
     """
-    from bench.cells import plan, resolve_spec
+    from bench.spec.cells import plan, resolve_spec
 
     folder = resolve_data_dir(data_dir)
     counts = {}

@@ -16,8 +16,8 @@ from bench.errors import BenchError
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench.data.loaders import resolve_data_dir
-    from bench.generative import require_code_execution
-    from bench.suite import load_suite
+    from bench.spec.generation import require_code_execution
+    from bench.spec.suite import load_suite
 
     # a typo in the suite, a --set or the data dir fails in a moment, before torch is imported
     suite = load_suite(args.suite, tuple(args.set))
@@ -36,8 +36,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_ls(args: argparse.Namespace) -> int:
     # imports stay light: listing never imports torch or a method module
     from bench.data.loaders import dataset_names, resolve_data_dir
-    from bench.registry import method_names
-    from bench.suite import suite_names
+    from bench.sdk.registry import method_names
+    from bench.spec.suite import suite_names
 
     what = args.what
     if what in ("all", "suites"):
@@ -60,7 +60,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from bench import api
-    from bench.suite import suite_names
+    from bench.spec.suite import suite_names
 
     names = suite_names() if args.all or not args.suite else [args.suite]
     counts = api.validate_suites(names, overrides=tuple(args.set), data_dir=args.data_dir)

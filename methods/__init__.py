@@ -1,1 +1,1 @@
-"""Method adapters, one file each; registered lazily through :mod:`bench.registry`."""
+"""Method adapters, one file each; registered lazily through :mod:`bench.sdk.registry`."""

@@ -40,13 +40,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.causal_fit import CausalFitted, load_causal, sft_data, train_causal, wrap_causal_lora
+from bench.sdk.causal import CausalFitted, load_causal, sft_data, train_causal, wrap_causal_lora
 from bench.errors import CellError
-from bench.fitted import ModelFitted, fitted_from, load_converted, load_peft, save_initial, val_curve_hook
-from bench.method import FitContext
-from bench.models import head_names
-from bench.registry import register_method
-from bench.train import TrainStats, collate, param_groups, train_loop, wrap_lora
+from bench.sdk.fitted import ModelFitted, fitted_from, load_converted, load_peft, save_initial, val_curve_hook
+from bench.sdk.method import FitContext
+from bench.models.encoder import head_names
+from bench.sdk.registry import register_method
+from bench.sdk.train import TrainStats, collate, param_groups, train_loop, wrap_lora
 from methods.ba_lora_losses import Objective
 
 DEFAULT, REFERENCE = "default", "reference"

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from bench.sft import SftData, target_labels
+from bench.data.sft import SftData, target_labels
 
 #: The authors' entropy guard: ``H(P) = -sum P log(P + 1e-10)`` [code].
 ENTROPY_EPS = 1e-10
@@ -219,7 +219,7 @@ class Objective:
     NLU (``sft=None``): ``L_task`` is the cross-entropy of classifier logits ``[B, C]`` and the
     regularisers are the NLU forms. NLG (``sft`` given; a ``with_index`` hook): ``L_task`` is the
     causal LM's own loss on the batch's answer tokens (labels -100 elsewhere, as
-    ``bench.causal_fit.sft_loss``) and the regularisers are the token forms over the positions of
+    ``bench.sdk.causal.sft_loss``) and the regularisers are the token forms over the positions of
     :func:`nlg_mask` (``reg_mask``).
 
     Besides the terms it accumulates (detached, on device, no sync per step) the top-k share,

@@ -23,13 +23,13 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from bench.adapters import selected, train_adapters
-from bench.encode import Encoded
-from bench.fitted import load_peft, val_curve_hook
-from bench.method import FitContext
-from bench.noisy import gmm_clean_probability, per_sample_loss, smallest_fraction
-from bench.registry import register_method
-from bench.train import count_parameters, new_lora_classifier, predict_logits, softmax, train_loop
+from bench.sdk.adapters import selected, train_adapters
+from bench.data.tokens import Encoded
+from bench.sdk.fitted import load_peft, val_curve_hook
+from bench.sdk.method import FitContext
+from bench.sdk.noisy import gmm_clean_probability, per_sample_loss, smallest_fraction
+from bench.sdk.registry import register_method
+from bench.sdk.train import count_parameters, new_lora_classifier, predict_logits, softmax, train_loop
 
 NETS = ("default", "peer")
 

@@ -17,10 +17,10 @@ from numpy.typing import NDArray
 from torch import nn
 
 from bench.errors import CellError
-from bench.fitted import ModelFitted, fitted_from, load_peft, val_curve_hook
-from bench.method import FitContext
-from bench.registry import register_method
-from bench.train import count_parameters, new_lora_classifier, predict_logits, softmax, train_loop
+from bench.sdk.fitted import ModelFitted, fitted_from, load_peft, val_curve_hook
+from bench.sdk.method import FitContext
+from bench.sdk.registry import register_method
+from bench.sdk.train import count_parameters, new_lora_classifier, predict_logits, softmax, train_loop
 
 FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given")
 

@@ -39,14 +39,14 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from bench.adapters import adapter_parameters, selected, train_adapters
+from bench.sdk.adapters import adapter_parameters, selected, train_adapters
 from bench.errors import CellError
-from bench.fitted import ModelFitted, fitted_from, load_peft, val_curve_hook
-from bench.method import FitContext
-from bench.models import head_names
-from bench.noisy import gmm_clean_probability, per_sample_loss, reverse_cross_entropy
-from bench.registry import register_method
-from bench.train import count_parameters, new_lora_classifier, train_loop
+from bench.sdk.fitted import ModelFitted, fitted_from, load_peft, val_curve_hook
+from bench.sdk.method import FitContext
+from bench.models.encoder import head_names
+from bench.sdk.noisy import gmm_clean_probability, per_sample_loss, reverse_cross_entropy
+from bench.sdk.registry import register_method
+from bench.sdk.train import count_parameters, new_lora_classifier, train_loop
 from methods.relabel import RELABELERS, relabel
 
 CLEAN, NOISY = "clean", "noisy"

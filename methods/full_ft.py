@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.fitted import ModelFitted, fitted_from, load_trainable, val_curve_hook
-from bench.method import FitContext
-from bench.models import head_names
-from bench.registry import register_method
-from bench.train import train_loop
+from bench.sdk.fitted import ModelFitted, fitted_from, load_trainable, val_curve_hook
+from bench.sdk.method import FitContext
+from bench.models.encoder import head_names
+from bench.sdk.registry import register_method
+from bench.sdk.train import train_loop
 
 
 @dataclass(frozen=True)

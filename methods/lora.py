@@ -12,12 +12,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench.causal_fit import CausalFitted, fit_causal_lora, load_causal
-from bench.fitted import ModelFitted, fitted_from, load_converted, load_peft, save_initial, val_curve_hook
-from bench.method import FitContext
-from bench.models import head_names
-from bench.registry import register_method
-from bench.train import count_parameters, train_loop, wrap_lora
+from bench.sdk.causal import CausalFitted, fit_causal_lora, load_causal
+from bench.sdk.fitted import ModelFitted, fitted_from, load_converted, load_peft, save_initial, val_curve_hook
+from bench.sdk.method import FitContext
+from bench.models.encoder import head_names
+from bench.sdk.registry import register_method
+from bench.sdk.train import count_parameters, train_loop, wrap_lora
 
 #: variant -> extra ``peft.LoraConfig`` arguments.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -74,7 +74,7 @@ def _convert(model: Any, initial: tempfile.TemporaryDirectory[str], ctx: FitCont
 class LoraAdapter:
     """Fine-tune a peft LoRA adapter (of any variant) and the classification head with CE.
 
-    On a generation task the adapter trains a causal LM on the answer tokens (``bench.causal_fit``).
+    On a generation task the adapter trains a causal LM on the answer tokens (``bench.sdk.causal``).
     """
 
     kinds = ("classification", "generation")

@@ -12,14 +12,14 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from bench.causal_fit import CausalFitted, train_causal, wrap_causal_lora
-from bench.encode import Encoded
+from bench.sdk.causal import CausalFitted, train_causal, wrap_causal_lora
+from bench.data.tokens import Encoded
 from bench.errors import CellError
-from bench.fitted import ModelFitted, load_peft, val_curve_hook
-from bench.method import FitContext
-from bench.models import head_names
-from bench.registry import register_method
-from bench.train import predict_logits, softmax, train_loop, wrap_lora
+from bench.sdk.fitted import ModelFitted, load_peft, val_curve_hook
+from bench.sdk.method import FitContext
+from bench.models.encoder import head_names
+from bench.sdk.registry import register_method
+from bench.sdk.train import predict_logits, softmax, train_loop, wrap_lora
 
 Masks = tuple[torch.Tensor, torch.Tensor]
 
@@ -273,7 +273,7 @@ class LoraDropoutAdapter:
     """LoRA whose A columns and B rows are dropped while training; a test-time mask ensemble.
 
     On a generation task the same masks train a causal LM with the SFT loss
-    (``bench.causal_fit``), and the fitted model is the ``ensemble``-member ensemble of
+    (``bench.sdk.causal``), and the fitted model is the ``ensemble``-member ensemble of
     :func:`attach_causal_ensemble` (the deterministic pass for ``ensemble=1``); lm-eval scores
     that one model, so ``ensemble_sizes`` apply to classification only.
     """

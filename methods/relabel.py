@@ -22,7 +22,7 @@ import torch
 from numpy.typing import NDArray
 
 from bench.errors import CellError
-from bench.method import FitContext
+from bench.sdk.method import FitContext
 
 RELABELERS = ("clean-lora", "drop", "file", "model")
 
@@ -70,7 +70,7 @@ def zero_shot(model_name: str, ctx: FitContext, index: NDArray[np.int64]) -> NDA
     Raises:
         CellError: when the model cannot be loaded or the texts are not available.
     """
-    from bench.causal_models import causal_base, load_causal_tokenizer
+    from bench.models.causal import causal_base, load_causal_tokenizer
     from bench.errors import BenchError
 
     if len(ctx.train_texts) != len(ctx.train):

@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from bench.fitted import ModelFitted, fitted_from, load_peft, val_curve_hook
-from bench.method import FitContext
-from bench.noisy import gmm_clean_probability, masked_mean, per_sample_loss, smallest_fraction
-from bench.registry import register_method
-from bench.train import new_lora_classifier, train_loop
+from bench.sdk.fitted import ModelFitted, fitted_from, load_peft, val_curve_hook
+from bench.sdk.method import FitContext
+from bench.sdk.noisy import gmm_clean_probability, masked_mean, per_sample_loss, smallest_fraction
+from bench.sdk.registry import register_method
+from bench.sdk.train import new_lora_classifier, train_loop
 
 
 @dataclass(frozen=True)

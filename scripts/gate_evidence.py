@@ -25,9 +25,9 @@ from scipy import stats
 
 from bench import api
 from bench.api import latest_records
-from bench.compare import ALL_CELLS, cell_key, cell_label, parse_fail
+from bench.results.compare import ALL_CELLS, cell_key, cell_label, parse_fail
 from bench.report.markdown import record_value
-from bench.store import Store
+from bench.results.store import Store
 
 
 def _copy_side(records: list[dict], root: Path, src: Path) -> None:

@@ -52,11 +52,11 @@ def sft_ctx(model: str = "random:tiny-llama", *, epochs: int = 2, log: list[dict
     import numpy as np
     import torch
 
-    from bench.causal_models import causal_base, load_causal_tokenizer
-    from bench.encode import Encoded
-    from bench.method import FitContext
-    from bench.sft import Pairs, encode_pairs
-    from bench.suite import TrainConfig
+    from bench.models.causal import causal_base, load_causal_tokenizer
+    from bench.data.tokens import Encoded
+    from bench.sdk.method import FitContext
+    from bench.data.sft import Pairs, encode_pairs
+    from bench.spec.suite import TrainConfig
 
     tokenizer = load_causal_tokenizer(model)
     pairs = Pairs([f"What is {i} plus {i}?" for i in range(24)], [f"{2 * i}" for i in range(24)], np.arange(24))

@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.encode import Encoded
-from bench.method import FitContext
-from bench.models import base_model, load_tokenizer
-from bench.suite import TrainConfig
+from bench.data.tokens import Encoded
+from bench.sdk.method import FitContext
+from bench.models.encoder import base_model, load_tokenizer
+from bench.spec.suite import TrainConfig
 
 TINY = "random:tiny-bert"
 N_CLASSES = 3

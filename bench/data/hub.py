@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bench.encode import cache_dir
+from bench.data.tokens import cache_dir
 from bench.errors import BenchError
 
 HUB_ENV = "PEFTBENCH_HUB"

@@ -1,4 +1,4 @@
-"""Turn a :class:`~bench.suite.TaskSpec` into the three splits a cell trains and tests on."""
+"""Turn a :class:`~bench.spec.suite.TaskSpec` into the three splits a cell trains and tests on."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from bench.data.loaders import column, file_digest, find_dataset, read_labels, read_split, split_file
 from bench.errors import BenchError
-from bench.suite import TaskSpec
+from bench.spec.suite import TaskSpec
 
 #: Subsamples are drawn with this fixed seed, independent of the run seed, so every cell of a
 #: task (all methods, noise settings and seeds) trains and tests on the same items.

@@ -110,7 +110,7 @@ def _history_row(entry: dict[str, Any], truly_clean: NDArray[np.bool_], observed
 
 def selection_curves(history: list[dict[str, Any]], truly_clean: NDArray[np.bool_], observed: NDArray[np.int64],
                      truth: NDArray[np.int64]) -> dict[str, list[float]]:
-    """Per-epoch detection curves from a method's ``selection_history`` (see :mod:`bench.noisy`).
+    """Per-epoch detection curves from a method's ``selection_history`` (see :mod:`bench.sdk.noisy`).
 
     Each entry gives detection P/R/F1 (both conventions) and AUROC, train accuracy of every
     ``pred_<model>`` against the observed and the true labels (the memorisation analysis), and

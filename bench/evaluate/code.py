@@ -35,8 +35,8 @@ from bench.evaluate.humaneval import (
     score,
 )
 from bench.evaluate.sandbox import SandboxLimits
-from bench.generative import HumanEvalSpec
-from bench.lm_tasks import subsample
+from bench.spec.generation import HumanEvalSpec
+from bench.evaluate.lm_tasks import subsample
 
 #: Generated tokens decoded at each step to look for a stop (the longest stop is 7 characters).
 STOP_WINDOW = 16

@@ -24,8 +24,8 @@ import torch
 from numpy.typing import NDArray
 
 from bench.evaluate.classification import ECE_BINS
-from bench.generative import EvalSpec
-from bench.lm_tasks import configs_hash, count_test_items, resolve_tasks, subsample
+from bench.spec.generation import EvalSpec
+from bench.evaluate.lm_tasks import configs_hash, count_test_items, resolve_tasks, subsample
 from bench.metrics.calibration import brier_score, expected_calibration_error, negative_log_likelihood
 
 #: ``simple_evaluate`` seeds (lm-eval's defaults, written out so that they are part of the record).

@@ -1,4 +1,4 @@
-"""Render a :class:`bench.compare.Comparison` as aligned text (a terminal) or Markdown (a PR comment).
+"""Render a :class:`bench.results.compare.Comparison` as aligned text (a terminal) or Markdown (a PR comment).
 
 0–1 metrics (accuracy, macro-F1, ECE) are shown in %, their deltas and intervals in percentage
 points; NLL and Brier in their own units. "–" marks a value that does not exist (no test ran).
@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from bench.compare import ALL_CELLS, cell_label
+from bench.results.compare import ALL_CELLS, cell_label
 
 if TYPE_CHECKING:
-    from bench.compare import Comparison, Row, Threshold
+    from bench.results.compare import Comparison, Row, Threshold
 
 DASH = "–"
 HEADER = ("cell", "metric", "seeds", "baseline", "new", "Δ new − baseline", "95 % CI of Δ", "p", "test", "gate")
@@ -21,7 +21,7 @@ _ESCAPE = str.maketrans({"|": "\\|"})
 
 
 def _proportion(metric: str) -> bool:
-    from bench.compare import is_proportion
+    from bench.results.compare import is_proportion
 
     return is_proportion(metric)
 

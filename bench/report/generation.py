@@ -25,7 +25,7 @@ from bench.report.markdown import (
     record_value,
     run_id,
 )
-from bench.stats import summarize_seeds
+from bench.results.stats import summarize_seeds
 
 #: Headline metrics of an evaluation, in column order: (metric suffix, header, higher is better).
 HEADLINE = (("exact_match_strict_match", "EM strict", True), ("exact_match_flexible_extract", "EM flexible", True),

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.stats import summarize_seeds
+from bench.results.stats import summarize_seeds
 
 Record = Mapping[str, Any]
 Cell = tuple[str, str, str, float, str, str]
@@ -132,7 +132,7 @@ def aggregate(records: Iterable[Record], *, interval: str = "t", seed: int = 0) 
     Args:
         records: Run records (any status; only successful runs enter the statistics).
         interval: ``"t"`` (Student-t interval of the mean, the default) or ``"bootstrap"``
-            (percentile bootstrap over seeds); see :func:`bench.stats.summarize_seeds`.
+            (percentile bootstrap over seeds); see :func:`bench.results.stats.summarize_seeds`.
         seed: Random seed of the bootstrap interval.
 
     Returns:

@@ -21,7 +21,7 @@ import pytest
 from bench import api
 from bench.data.loaders import resolve_data_dir
 from bench.errors import BenchError
-from bench.store import Store
+from bench.results.store import Store
 
 # slow: about 70 s with the first-use SmolLM2 conversion; outside the default run, which the
 # noisy-text-smoke gate fills to about 15 minutes on a 2-core CPU (run it with `pytest -m slow`)

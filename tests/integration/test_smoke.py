@@ -45,10 +45,10 @@ import pytest
 
 from bench import api
 from bench.cli import main
-from bench.compare import ALL_CELLS
+from bench.results.compare import ALL_CELLS
 from bench.data.loaders import resolve_data_dir
 from bench.errors import BenchError
-from bench.suite import load_suite
+from bench.spec.suite import load_suite
 
 pytestmark = pytest.mark.integration
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from bench.causal_fit import CausalFitted, mean_target_loss, reload_check, sft_data
-from bench.config import build
+from bench.sdk.causal import CausalFitted, mean_target_loss, reload_check, sft_data
+from bench.spec.config import build
 from bench.errors import BenchError
-from bench.method import FitContext
-from bench.registry import get_method
+from bench.sdk.method import FitContext
+from bench.sdk.registry import get_method
 from tests.causal_helpers import sft_ctx
 
 MODEL = "random:tiny-llama"

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from bench import causal_models
-from bench.causal_models import atomic_folder, causal_base, convert_gguf, resolve_causal
+from bench.models import causal as causal_models
+from bench.models.causal import atomic_folder, causal_base, convert_gguf, resolve_causal
 from bench.errors import BenchError
 
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-import bench.runner
+import bench.run.runner
 from bench.cli import main
-from bench.suite import suite_names
+from bench.spec.suite import suite_names
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -33,7 +33,7 @@ def nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     def forbidden(*_: Any, **__: Any) -> None:
         raise AssertionError("a cell was executed")
 
-    monkeypatch.setattr(bench.runner, "run_cell", forbidden)
+    monkeypatch.setattr(bench.run.runner, "run_cell", forbidden)
 
 
 @pytest.fixture

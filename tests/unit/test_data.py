@@ -24,7 +24,7 @@ from bench.data.loaders import (
 )
 from bench.data.task import load_task
 from bench.errors import BenchError
-from bench.suite import TaskSpec
+from bench.spec.suite import TaskSpec
 
 LABELS = ["neg", "pos", "neutral"]
 

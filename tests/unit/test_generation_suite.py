@@ -9,8 +9,8 @@ import pytest
 
 from bench.cli import main
 from bench.errors import BenchError
-from bench.generative import EvalSpec, GenerationTaskSpec
-from bench.suite import load_suite
+from bench.spec.generation import EvalSpec, GenerationTaskSpec
+from bench.spec.suite import load_suite
 from tests.causal_helpers import tiny_data_dir
 
 SUITE = """\

@@ -13,8 +13,8 @@ from bench.cli import main
 from bench.errors import BenchError
 from bench.evaluate import code, sandbox
 from bench.evaluate.humaneval import load_problems, truncate_at_stop
-from bench.generative import HumanEvalSpec
-from bench.suite import load_suite
+from bench.spec.generation import HumanEvalSpec
+from bench.spec.suite import load_suite
 from tests.causal_helpers import write_jsonl
 
 SUITE = """\
@@ -34,7 +34,7 @@ tasks:
 methods:
   lora: {{config: {{r: 2, alpha: 4}}}}
 """
-#: The seeded 5-problem subset (bench.lm_tasks.subsample(164, 5)); the same for every cell.
+#: The seeded 5-problem subset (bench.evaluate.lm_tasks.subsample(164, 5)); the same for every cell.
 SUBSET = [13, 30, 74, 88, 112]
 
 
@@ -130,7 +130,7 @@ def test_humaneval_cell_end_to_end(isolated: None, tmp_path: Path, monkeypatch: 
 
 @pytest.fixture(scope="module")
 def tiny_llama() -> tuple[Any, Any]:
-    from bench.causal_models import causal_base, load_causal_tokenizer
+    from bench.models.causal import causal_base, load_causal_tokenizer
 
     return causal_base("random:tiny-llama", "fp32").new().eval(), load_causal_tokenizer("random:tiny-llama")
 

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from bench.evaluate.generation import calibration, choice_probabilities, evaluate_model, per_item
-from bench.generative import EvalSpec
-from bench.lm_tasks import configs_hash, resolve_tasks, subsample, templates_dir
+from bench.spec.generation import EvalSpec
+from bench.evaluate.lm_tasks import configs_hash, resolve_tasks, subsample, templates_dir
 from tests.causal_helpers import tiny_data_dir
 
 
@@ -39,7 +39,7 @@ def test_configs_hash_follows_the_used_templates_only(tmp_path: Path) -> None:
     assert before == configs_hash(["mmlu_local"], templates_dir())
     gsm = folder / "gsm8k_local.yaml"
     gsm.write_text(gsm.read_text().replace("num_fewshot: 5", "num_fewshot: 8"))
-    from bench.lm_tasks import _index
+    from bench.evaluate.lm_tasks import _index
 
     _index.cache_clear()
     assert configs_hash(["mmlu_local"], folder) == before
@@ -83,8 +83,8 @@ def test_ece_from_choice_loglikelihoods_by_hand() -> None:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One evaluation pass of a LoRA-wrapped tiny random Llama over a handful of GSM8K and MMLU items."""
-    from bench.causal_fit import wrap_causal_lora
-    from bench.causal_models import causal_base, load_causal_tokenizer
+    from bench.sdk.causal import wrap_causal_lora
+    from bench.models.causal import causal_base, load_causal_tokenizer
 
     data = tiny_data_dir(tmp_path_factory.mktemp("data"))
     model = wrap_causal_lora(causal_base("random:tiny-llama", "fp32").new(), r=2, alpha=4, dropout=0.0,

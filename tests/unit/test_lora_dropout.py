@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.models import head_names
-from bench.train import collate, wrap_lora
+from bench.models.encoder import head_names
+from bench.sdk.train import collate, wrap_lora
 from methods.lora import LoraAdapter, LoraConfig
 from methods.lora_dropout import (
     LoraDropoutAdapter,

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.config import build
-from bench.registry import get_method, method_names
-from bench.train import collate, cross_entropy_loss
+from bench.spec.config import build
+from bench.sdk.registry import get_method, method_names
+from bench.sdk.train import collate, cross_entropy_loss
 from tests.helpers import N_CLASSES, make_ctx, synthetic
 
 METHOD_CASES = [
@@ -112,8 +112,8 @@ def test_training_lowers_the_loss(name: str, config: dict, all_trainable: bool) 
 
 
 def test_pissa_init_leaves_the_residual_of_the_top_r_singular_directions() -> None:
-    from bench.models import base_model
-    from bench.train import wrap_lora
+    from bench.models.encoder import base_model
+    from bench.sdk.train import wrap_lora
     from tests.helpers import TINY
 
     base = base_model(TINY, N_CLASSES)

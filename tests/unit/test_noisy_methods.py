@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.config import build
+from bench.spec.config import build
 from bench.errors import CellError
 from bench.evaluate.classification import relabel_metrics, selection_curves
-from bench.noisy import cross_entropy_np, gmm_clean_probability, masked_mean, reverse_cross_entropy, smallest_fraction
-from bench.registry import get_method
+from bench.sdk.noisy import cross_entropy_np, gmm_clean_probability, masked_mean, reverse_cross_entropy, smallest_fraction
+from bench.sdk.registry import get_method
 from methods.co_teaching import exchange_loss, keep_rate
 from methods.delora import (
     CLEAN,
@@ -78,14 +78,14 @@ def _objective_batch(config: dict):
                 param.normal_(0, 0.5)
     objective = DetectorObjective(model, cfg)
     index = np.arange(8)
-    from bench.train import collate
+    from bench.sdk.train import collate
 
     inputs = collate(ctx.train, index, 0, torch.device("cpu"))
     return model, objective, inputs, torch.from_numpy(ctx.train.labels[index]), index
 
 
 def _passes(model, inputs, labels):
-    from bench.adapters import selected
+    from bench.sdk.adapters import selected
 
     out = {}
     for key, names in (("c", [CLEAN]), ("n", [NOISY]), ("b", [CLEAN, NOISY])):
@@ -304,7 +304,7 @@ def test_relabel_drop_and_clean_lora() -> None:
 def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> str:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from bench.models import load_tokenizer
+    from bench.models.encoder import load_tokenizer
     from tests.helpers import TINY
 
     folder = tmp_path_factory.mktemp("tiny-llama")

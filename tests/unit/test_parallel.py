@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from bench import api
-from bench.parallel import CellPool, thread_env, threads_per_job
-from bench.suite import load_suite
+from bench.run.parallel import CellPool, thread_env, threads_per_job
+from bench.spec.suite import load_suite
 
 
 def _toy(tmp_path: Path) -> tuple[Path, Path]:

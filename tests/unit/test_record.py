@@ -1,4 +1,4 @@
-"""Tests for bench.record: run identity, record construction, schema migration."""
+"""Tests for bench.results.record: run identity, record construction, schema migration."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bench.errors import BenchError
-from bench.record import (
+from bench.results.record import (
     NON_SEMANTIC_FIELDS,
     RECORD_FIELDS,
     SCHEMA_VERSION,
@@ -35,7 +35,7 @@ def spec() -> dict[str, Any]:
     }
 
 
-# Computed once with bench.record.run_id and checked by hand as
+# Computed once with bench.results.record.run_id and checked by hand as
 # sha256('{"identity_version":1,"spec":{...spec without "suite" and method "id"...}}')[:12]
 # with sorted keys and no whitespace. If this changes, every stored record loses its
 # identity: bump IDENTITY_VERSION on purpose instead of editing this value.

@@ -1,4 +1,4 @@
-"""Tests for bench.registry: lazy built-ins, the decorator's checks, third-party entry points."""
+"""Tests for bench.sdk.registry: lazy built-ins, the decorator's checks, third-party entry points."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-import bench.registry as registry
+import bench.sdk.registry as registry
 from bench.errors import BenchError
-from bench.registry import (
+from bench.sdk.registry import (
     BUILTIN_METHODS,
     ENTRY_POINT_GROUP,
     MethodEntry,
@@ -32,7 +32,7 @@ TOY_MODULE = "peftbench_toy_plugin"
 TOY_SOURCE = '''
 from dataclasses import dataclass
 
-from bench.registry import register_method
+from bench.sdk.registry import register_method
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def toy_entry_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[En
 # --- built-ins ---------------------------------------------------------------------------
 
 def test_builtin_names_listed_without_importing_them() -> None:
-    code = ("import sys; from bench.registry import method_names; print(','.join(method_names())); "
+    code = ("import sys; from bench.sdk.registry import method_names; print(','.join(method_names())); "
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('methods.')]; "
             "assert not bad, bad")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,

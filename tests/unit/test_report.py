@@ -255,7 +255,7 @@ def test_variant_rows_are_in_the_leaderboard_but_not_on_plots(tmp_path: Path, mo
 def test_api_summarize_reads_the_store(tmp_path: Path) -> None:
     from bench.api import summarize
     from bench.errors import BenchError
-    from bench.store import Store
+    from bench.results.store import Store
 
     store = Store(tmp_path)
     for i, acc in enumerate((0.90, 0.92, 0.94)):

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.config import build
+from bench.spec.config import build
 from bench.errors import BenchError
-from bench.generative import GenerationTaskSpec
-from bench.sft import Pairs, encode_pairs, format_pair, load_pairs, target_labels
-from bench.train import make_batches
+from bench.spec.generation import GenerationTaskSpec
+from bench.data.sft import Pairs, encode_pairs, format_pair, load_pairs, target_labels
+from bench.sdk.train import make_batches
 from tests.causal_helpers import WORDS, word_tokenizer, write_jsonl
 
 ID = {w: i for i, w in enumerate(WORDS)}
@@ -66,7 +66,7 @@ def test_truncation_cuts_the_answer_end_and_drops_rows_without_answer_tokens() -
 
 
 def test_smollm2_chat_template_masks_only_the_assistant_turn() -> None:
-    from bench.causal_models import load_causal_tokenizer
+    from bench.models.causal import load_causal_tokenizer
 
     tok = load_causal_tokenizer("smollm2")
     head, tail = format_pair(tok, "What is 2+2?", "2+2 = 4.\n#### 4")

@@ -1,4 +1,4 @@
-"""Tests for bench.stats against hand-computed values."""
+"""Tests for bench.results.stats against hand-computed values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench.metrics.calibration import expected_calibration_error, negative_log_likelihood
-from bench.stats import (
+from bench.results.stats import (
     bootstrap_interval,
     mcnemar_p_value,
     mcnemar_test,

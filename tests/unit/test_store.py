@@ -1,4 +1,4 @@
-"""Tests for bench.store: layout, append-only writes, crash safety, unreadable files."""
+"""Tests for bench.results.store: layout, append-only writes, crash safety, unreadable files."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-import bench.store
+import bench.results.store
 from bench.errors import BenchError
-from bench.record import make_record
-from bench.store import Store, atomic_write_bytes
+from bench.results.record import make_record
+from bench.results.store import Store, atomic_write_bytes
 
 RID = "0123456789ab"
 STAMP = time.struct_time((2025, 1, 2, 3, 4, 5, 3, 2, 0))  # 2025-01-02 03:04:05 UTC
@@ -198,7 +198,7 @@ def test_crash_mid_write_leaves_no_partial_record(tmp_path: Path,
         seen.append(Path(path))
         return _HalfWriter(open(path, mode, *args, **kwargs))
 
-    monkeypatch.setattr(bench.store, "open", half_open, raising=False)
+    monkeypatch.setattr(bench.results.store, "open", half_open, raising=False)
     with pytest.raises(OSError, match="No space left"):
         store.write(record(accuracy=0.9))
     with pytest.raises(OSError, match="No space left"):

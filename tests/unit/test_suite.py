@@ -1,4 +1,4 @@
-"""Tests for bench.suite and bench.config: strict YAML suites, include:, --set, precedence."""
+"""Tests for bench.spec.suite and bench.spec.config: strict YAML suites, include:, --set, precedence."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import apply_override, build, merge
+from bench.spec.config import apply_override, build, merge
 from bench.data.noise import NoiseSpec
 from bench.errors import BenchError
-from bench.suite import (
+from bench.spec.suite import (
     MethodSpec,
     ModelSpec,
     Suite,
@@ -364,7 +364,7 @@ def test_repository_suites_load() -> None:
 
 
 def test_cell_labels_name_real_noise_as_such() -> None:
-    from bench.cells import plan
+    from bench.spec.cells import plan
 
     labels = [cell.label for cell in plan(load_suite("noisy-real"))]
     assert labels[0] == "hausa real-noise lora seed0" and not any(" clean " in label for label in labels)

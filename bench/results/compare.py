@@ -15,7 +15,7 @@ side's successful runs of a cell are its seeds. For every metric in ``COMPARED``
   paired bootstrap for the other metrics. This ignores seed variance and says so in a warning.
 
 Generation cells (``kind: generation`` tasks) compare their own metrics instead (GSM8K exact
-match, MMLU accuracy and ECE, HumanEval pass@k; :mod:`bench.compare_generation`), with the same
+match, MMLU accuracy and ECE, HumanEval pass@k; :mod:`bench.results.compare_generation`), with the same
 seed-level tests and, for one seed per side, McNemar on the stored per-item scores. The pooled
 all-cells row covers classification cells only.
 
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import compare_generation
+from bench.results import compare_generation
 from bench.api import label_settings, latest_records
 from bench.errors import BenchError, did_you_mean
 from bench.evaluate.classification import ECE_BINS
@@ -44,7 +44,7 @@ from bench.metrics.accuracy import accuracy, macro_f1
 from bench.metrics.calibration import brier_score, expected_calibration_error, negative_log_likelihood
 from bench.report.generation import is_generation
 from bench.report.markdown import Record, cell_of, get_path, record_value
-from bench.stats import (
+from bench.results.stats import (
     FloatArray,
     ItemMetric,
     TestResult,
@@ -54,7 +54,7 @@ from bench.stats import (
     prediction_test,
     welch_test,
 )
-from bench.store import Store
+from bench.results.store import Store
 
 COMPARED = ("accuracy", "macro_f1", "ece", "nll", "brier")
 #: Metrics on a 0–1 scale: shown in %, deltas in percentage points, ``pp`` thresholds allowed.

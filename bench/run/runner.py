@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import execute
-from bench.cells import Cell, plan, resolve_spec
-from bench.env import environment
+from bench.kinds import classification as execute
+from bench.spec.cells import Cell, plan, resolve_spec
+from bench.run.env import environment
 from bench.errors import BenchError, failure_text
 from bench.evaluate.classification import (
     classification_metrics,
@@ -24,11 +24,11 @@ from bench.evaluate.classification import (
     relabel_metrics,
     selection_curves,
 )
-from bench.generative import GenerationTaskSpec, code_evals, require_code_execution
-from bench.profile import Phase, overall_peaks, train_figures
-from bench.record import make_record, now, run_id
-from bench.store import Store
-from bench.suite import Suite
+from bench.spec.generation import GenerationTaskSpec, code_evals, require_code_execution
+from bench.run.profile import Phase, overall_peaks, train_figures
+from bench.results.record import make_record, now, run_id
+from bench.results.store import Store
+from bench.spec.suite import Suite
 
 
 @dataclass
@@ -49,7 +49,7 @@ def run_cell(cell: Cell, spec: dict[str, Any], rid: str, data_dir: Path, progres
     execute model-written code; only generation cells with HumanEval evaluations use it.
     """
     if isinstance(cell.task, GenerationTaskSpec):
-        from bench.execute_generation import run_generation_cell
+        from bench.kinds.generation import run_generation_cell
 
         return run_generation_cell(cell, spec, rid, data_dir, progress, execution)
     curves: dict[str, list[Any]] = {}
@@ -124,7 +124,7 @@ def run_suite(suite: Suite, store: Store, *, data_dir: Path, force: bool = False
     missing dataset fails the whole command up front (exit 2) instead of mid-suite. So does a
     suite with HumanEval evaluations without ``allow_code_execution``, or where the sandbox
     cannot isolate programs and ``allow_unsafe_network`` is off. With ``jobs > 1`` the cells
-    run in that many worker processes (:mod:`bench.parallel`).
+    run in that many worker processes (:mod:`bench.run.parallel`).
     """
     cells = plan(suite)
     specs = [resolve_spec(cell, data_dir) for cell in cells]
@@ -192,7 +192,7 @@ def _run_parallel(todo: list[tuple[Cell, dict[str, Any], str, str]], store: Stor
                   summary: RunSummary, echo: Callable[[str], None], bar: Any, execution: Any = None) -> None:
     from functools import partial
 
-    from bench.parallel import CellPool, _timed_cell
+    from bench.run.parallel import CellPool, _timed_cell
 
     cells = CellPool(todo, data_dir, jobs, fn=partial(_timed_cell, execution=execution),
                      on_start=lambda item: echo(f"{item[3]} {item[0].label}: started"))
@@ -219,7 +219,7 @@ def _finish(record: dict[str, Any], seconds: float, cell: Cell, rid: str, store:
         summary.ran.append(rid)
         m = record["metrics"]
         if isinstance(cell.task, GenerationTaskSpec):
-            from bench.execute_generation import summary_line
+            from bench.kinds.generation import summary_line
 
             echo(f"{tag} {cell.label}: {summary_line(m)} ({seconds:.0f} s, {rid})")
             return

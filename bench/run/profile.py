@@ -15,7 +15,7 @@ import psutil
 import torch
 
 if TYPE_CHECKING:
-    from bench.train import TrainStats
+    from bench.sdk.train import TrainStats
 
 GIB = float(2**30)
 

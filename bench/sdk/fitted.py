@@ -1,4 +1,4 @@
-"""Fitted-model helpers that satisfy :class:`bench.method.Fitted` for common cases."""
+"""Fitted-model helpers that satisfy :class:`bench.sdk.method.Fitted` for common cases."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from bench.encode import Encoded
-from bench.train import count_parameters, predict_logits, softmax
+from bench.data.tokens import Encoded
+from bench.sdk.train import count_parameters, predict_logits, softmax
 
 
 @dataclass

@@ -6,12 +6,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.config import build
+from bench.spec.config import build
 from bench.data.loaders import file_digest, find_dataset, split_file
 from bench.data.noise import NoiseSpec
-from bench.generative import GenerationTaskSpec
-from bench.registry import get_method
-from bench.suite import MethodSpec, Suite, TaskSpec, TrainConfig
+from bench.spec.generation import GenerationTaskSpec
+from bench.sdk.registry import get_method
+from bench.spec.suite import MethodSpec, Suite, TaskSpec, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def resolve_spec(cell: Cell, data_dir: Path) -> dict[str, Any]:
     noise["label"] = cell.noise.label()
     task = {k: v for k, v in asdict(cell.task).items() if k != "noise"}  # the cell's noise is below
     if isinstance(cell.task, GenerationTaskSpec):
-        from bench.lm_tasks import resolve_generation_task
+        from bench.evaluate.lm_tasks import resolve_generation_task
 
         task.update(resolve_generation_task(cell.task, entry, data_dir))
     else:

@@ -54,7 +54,7 @@ def _init_worker(threads: int) -> None:
 
 def _timed_cell(cell: Any, spec: dict[str, Any], rid: str, data_dir: Path,
                 execution: Any = None) -> tuple[dict[str, Any], float]:
-    from bench.runner import run_cell
+    from bench.run.runner import run_cell
 
     start = time.perf_counter()
     record = run_cell(cell, spec, rid, data_dir, None, execution)

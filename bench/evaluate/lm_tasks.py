@@ -26,9 +26,9 @@ import yaml
 from numpy.typing import NDArray
 
 from bench.data.loaders import file_digest
-from bench.encode import cache_dir
+from bench.data.tokens import cache_dir
 from bench.errors import BenchError, did_you_mean
-from bench.suite import suites_dir
+from bench.spec.suite import suites_dir
 
 #: Prefix of data paths in the templates; it stands for the harness's data directory.
 DATA_PREFIX = "../shared/data/"
@@ -181,7 +181,7 @@ def subsample(n_items: int, max_items: int | None) -> NDArray[np.int64] | None:
 def resolve_generation_task(task: Any, method: Any, data_dir: Path) -> dict[str, Any]:
     """Spec fields of a generation task (data digests, task-config hash); checks the method supports it.
 
-    ``task`` is a :class:`bench.generative.GenerationTaskSpec`, ``method`` a registry entry.
+    ``task`` is a :class:`bench.spec.generation.GenerationTaskSpec`, ``method`` a registry entry.
 
     Raises:
         BenchError: a method without generation support, unknown lm-eval tasks, missing data.
@@ -196,7 +196,7 @@ def resolve_generation_task(task: Any, method: Any, data_dir: Path) -> dict[str,
     train = split_file(folder, task.train_split)
     if train is None:
         raise BenchError(f"{folder}: no split '{task.train_split}'")
-    from bench.generative import HUMANEVAL
+    from bench.spec.generation import HUMANEVAL
 
     names = [e.task for e in task.evals if e.task != HUMANEVAL]
     digests = [f"{folder.name}/{train.name}:{file_digest(train)[:16]}", *eval_data_version(names, data_dir)]

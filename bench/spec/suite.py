@@ -13,12 +13,12 @@ from typing import Any
 
 import yaml
 
-from bench.config import apply_override, build, merge
+from bench.spec.config import apply_override, build, merge
 from bench.data.noise import NoiseSpec
 from bench.errors import BenchError, did_you_mean
-from bench.generative import GenerationTaskSpec, build_generation_task, is_generation
+from bench.spec.generation import GenerationTaskSpec, build_generation_task, is_generation
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)

@@ -13,19 +13,19 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from bench import train as train_mod
-from bench.cells import Cell
-from bench.config import build
+from bench.sdk import train as train_mod
+from bench.spec.cells import Cell
+from bench.spec.config import build
 from bench.data.noise import NoiseResult, apply_noise
 from bench.data.task import TaskData, load_task
-from bench.encode import Encoded, encode
+from bench.data.tokens import Encoded, encode
 from bench.errors import CellError
-from bench.method import FitContext, Fitted
-from bench.models import base_model, load_tokenizer
-from bench.profile import Phase
-from bench.registry import get_method
-from bench.suite import TaskSpec
-from bench.train import TrainStats, resolve_precision
+from bench.sdk.method import FitContext, Fitted
+from bench.models.encoder import base_model, load_tokenizer
+from bench.run.profile import Phase
+from bench.sdk.registry import get_method
+from bench.spec.suite import TaskSpec
+from bench.sdk.train import TrainStats, resolve_precision
 
 #: Reload check: the largest |Δp| allowed between the fitted model and its reloaded copy.
 RELOAD_TOLERANCE = 1e-5

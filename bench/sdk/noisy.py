@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from bench.encode import Encoded
-from bench.train import predict_logits
+from bench.data.tokens import Encoded
+from bench.sdk.train import predict_logits
 
 
 def per_sample_loss(model: nn.Module, data: Encoded, *, batch_size: int, device: torch.device, precision: str,

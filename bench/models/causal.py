@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.encode import cache_dir
+from bench.data.tokens import cache_dir
 from bench.errors import BenchError
-from bench.models import classify_name, hf_load
+from bench.models.encoder import classify_name, hf_load
 
 #: Embedded causal LMs: name -> (PyPI package carrying the GGUF file, file name inside it).
 EMBEDDED_CAUSAL: dict[str, tuple[str, str]] = {

@@ -2,7 +2,7 @@
 
 A generation record's metrics are flat, ``<eval name>_<metric>`` (``gsm8k_exact_match_strict_match``,
 ``mmlu_0shot_acc``, ``mmlu_0shot_ece``, ``humaneval_pass_at_1``). The seed-level tests of
-:mod:`bench.compare` work on them unchanged. With one seed per side, the per-item test pairs
+:mod:`bench.results.compare` work on them unchanged. With one seed per side, the per-item test pairs
 the stored per-item scores by item id (``<run_id>.preds.npz``):
 
 - lm-eval evaluations store ``<eval>_doc_id`` and one 0/1 array per metric and filter
@@ -29,7 +29,7 @@ from bench.evaluate.classification import ECE_BINS
 from bench.metrics.calibration import expected_calibration_error
 from bench.metrics.passk import pass_at_k
 from bench.report.generation import HEADLINE
-from bench.stats import TestResult, mcnemar_test, pair_items, paired_bootstrap
+from bench.results.stats import TestResult, mcnemar_test, pair_items, paired_bootstrap
 
 #: Metric suffixes of an evaluation, in display order, and whether higher is better (the leaderboard's).
 SUFFIXES = tuple((suffix, higher) for suffix, _, higher in HEADLINE)

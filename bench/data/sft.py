@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from bench.data.loaders import column, find_dataset, read_split
 from bench.errors import BenchError
-from bench.generative import GenerationTaskSpec
+from bench.spec.generation import GenerationTaskSpec
 
 #: Subsamples of SFT rows are drawn with this fixed seed (the same rows for every cell).
 SFT_SUBSAMPLE_SEED = 20250101

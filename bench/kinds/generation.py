@@ -1,6 +1,6 @@
 """Executing one generation cell in process: SFT data, causal base, fit, lm-eval, reload check, record.
 
-The runner hands every cell whose task is a :class:`~bench.generative.GenerationTaskSpec`
+The runner hands every cell whose task is a :class:`~bench.spec.generation.GenerationTaskSpec`
 here. The record has the classification record's shape: metrics are flat,
 ``<eval name>_<metric>`` (``gsm8k_exact_match_strict_match``, ``mmlu_5shot_acc``,
 ``mmlu_5shot_ece``, ``humaneval_pass_at_1``), efficiency adds ``eval_<name>_wall_s`` per
@@ -20,23 +20,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench import execute
-from bench.causal_fit import CausalFitted, reload_check
-from bench.causal_models import causal_base, load_causal_tokenizer
-from bench.cells import Cell
-from bench.config import build
-from bench.encode import Encoded
-from bench.env import environment
+from bench.kinds import classification as execute
+from bench.sdk.causal import CausalFitted, reload_check
+from bench.models.causal import causal_base, load_causal_tokenizer
+from bench.spec.cells import Cell
+from bench.spec.config import build
+from bench.data.tokens import Encoded
+from bench.run.env import environment
 from bench.errors import CellError, failure_text
 from bench.evaluate.code import CodeExecution, evaluate_humaneval
 from bench.evaluate.generation import evaluate_model, per_item
-from bench.generative import EvalSpec, GenerationTaskSpec, HumanEvalSpec
-from bench.method import FitContext
-from bench.profile import Phase, overall_peaks, train_figures
-from bench.record import make_record, now
-from bench.registry import get_method
-from bench.sft import Pairs, SftData, encode_pairs, load_pairs
-from bench.train import resolve_precision
+from bench.spec.generation import EvalSpec, GenerationTaskSpec, HumanEvalSpec
+from bench.sdk.method import FitContext
+from bench.run.profile import Phase, overall_peaks, train_figures
+from bench.results.record import make_record, now
+from bench.sdk.registry import get_method
+from bench.data.sft import Pairs, SftData, encode_pairs, load_pairs
+from bench.sdk.train import resolve_precision
 
 #: Validation items the reload check compares next-token probabilities on.
 RELOAD_ITEMS = 2
