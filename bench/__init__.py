@@ -1,6 +1,7 @@
 """peftbench: a benchmark and evaluation harness for parameter-efficient fine-tuning.
 
 The public API is imported lazily, so ``import bench`` (and ``bench ls``) stays free of torch.
+A method author imports from :mod:`bench.sdk` (docs/methods.md); docs/architecture.md maps the rest.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ __all__ = [
     "FitContext",
     "Fitted",
     "Method",
+    "RunRecord",
     "Store",
     "build_report",
     "load_suite",
@@ -27,6 +29,7 @@ _WHERE = {
     "FitContext": "bench.sdk.method",
     "Fitted": "bench.sdk.method",
     "Method": "bench.sdk.method",
+    "RunRecord": "bench.results.record",
     "Store": "bench.results.store",
     "build_report": "bench.api",
     "load_suite": "bench.spec.suite",

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.data.loaders import resolve_data_dir
 from bench.errors import BenchError
+from bench.results.query import expand_variants, label_settings, latest_records
 from bench.results.store import Store
+from bench.run.quiet import quiet_libraries
 from bench.spec.suite import REPO_ROOT, Suite, load_suite
 
 if TYPE_CHECKING:  # kept out of the import: bench.run.runner imports torch, and compare/report need none
     import pandas as pd
 
     from bench.results.compare import Comparison
-    from bench.run.runner import RunSummary
+    from bench.run.jobs import RunSummary
 
 RESULTS_ENV = "PEFTBENCH_RESULTS"
 
@@ -45,19 +45,6 @@ def progress_factory(quiet: bool) -> Callable[..., Any] | None:
     return make
 
 
-def quiet_libraries() -> None:
-    """Silence transformers' load reports and progress bars (our own bars stay)."""
-    import warnings
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
-    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*")
-    import transformers
-
-    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-
-
 def run_suite(suite: Suite | str, *, overrides: tuple[str, ...] = (), data_dir: str | Path | None = None,
               results: str | Path | None = None, force: bool = False, quiet: bool = False, jobs: int = 1,
               echo: Callable[[str], None] = print, allow_code_execution: bool = False,
@@ -76,73 +63,6 @@ def run_suite(suite: Suite | str, *, overrides: tuple[str, ...] = (), data_dir: 
                             force=force, jobs=jobs, progress=progress_factory(quiet),
                             echo=(lambda _msg: None) if quiet else echo, allow_code_execution=allow_code_execution,
                             allow_unsafe_network=allow_unsafe_network)
-
-
-def latest_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per run id: its newest success, else its newest attempt."""
-    best: dict[str, dict[str, Any]] = {}
-    for record in sorted(records, key=lambda r: str(r.get("finished_at"))):
-        old = best.get(record["run_id"])
-        if old is None or record["status"] == "success" or old["status"] != "success":
-            best[record["run_id"]] = record
-    return list(best.values())
-
-
-def _flat_spec(spec: Any, prefix: str = "") -> dict[str, str]:
-    if not isinstance(spec, dict):
-        return {prefix[:-1]: json.dumps(spec, sort_keys=True)}
-    out: dict[str, str] = {}
-    for key, value in spec.items():
-        out.update(_flat_spec(value, f"{prefix}{key}."))
-    return out
-
-
-def _short(value: str, width: int = 40) -> str:
-    value = value.strip('"')
-    return value if len(value) <= width else value[: width - 1] + "…"
-
-
-def label_settings(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep runs of different settings apart where they would share a cell.
-
-    A cell (task, noise, model, method id) is meant to hold the seeds of one setting. When a
-    store holds runs of one cell that differ in more than the seed (a base model next to its
-    SFT via ``--set train.epochs=0``, or two learning rates), each run's method id gets the
-    settings that tell them apart, e.g. ``lora (train.epochs=0)``, so that leaderboards and
-    comparisons never average different settings as if they were seeds.
-    """
-    from bench.report.markdown import cell_of
-
-    flats = [{k: v for k, v in _flat_spec(r.get("spec") or {}).items() if k != "seed"} for r in records]
-    groups: dict[Any, list[int]] = defaultdict(list)
-    for i, record in enumerate(records):
-        groups[cell_of(record)].append(i)
-    out = list(records)
-    for members in groups.values():
-        keys = sorted({k for i in members for k in flats[i]})
-        varying = [k for k in keys if len({flats[i].get(k) for i in members}) > 1]
-        for i in members if varying else ():
-            label = ", ".join(f"{k}={_short(flats[i].get(k, '-'))}" for k in varying)
-            record = records[i]
-            spec = {**record["spec"], "method": {**record["spec"].get("method", {})}}
-            spec["method"]["id"] = f"{cell_of(record)[5]} ({label})"
-            out[i] = {**record, "spec": spec}
-    return out
-
-
-def expand_variants(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Add one leaderboard row per prediction variant (``metrics["variants"]``) of a record.
-
-    The copy keeps the run's efficiency figures and is shown as ``<method id> (<variant>)``.
-    """
-    out = []
-    for record in records:
-        out.append(record)
-        for name, metrics in (record.get("metrics") or {}).get("variants", {}).items():
-            spec = {**record["spec"], "method": {**record["spec"]["method"]}}
-            spec["method"]["id"] = f"{spec['method']['id']} ({name})"
-            out.append({**record, "spec": spec, "metrics": metrics, "variant": name})
-    return out
 
 
 def build_report(suite: str, *, results: str | Path | None = None,
@@ -207,13 +127,7 @@ def validate_suites(names: list[str], *, overrides: tuple[str, ...] = (),
     Returns:
         The number of cells per suite.
     """
-    from bench.spec.cells import plan, resolve_spec
+    from bench.run.runner import resolve_suite
 
     folder = resolve_data_dir(data_dir)
-    counts = {}
-    for name in names:
-        cells = plan(load_suite(name, overrides))
-        for cell in cells:
-            resolve_spec(cell, folder)
-        counts[name] = len(cells)
-    return counts
+    return {name: len(resolve_suite(load_suite(name, overrides), folder)) for name in names}

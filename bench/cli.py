@@ -62,7 +62,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from bench import api
     from bench.spec.suite import suite_names
 
-    names = suite_names() if args.all or not args.suite else [args.suite]
+    if args.suite and args.suite_option and args.suite != args.suite_option:
+        raise BenchError(f"validate: two suites given ('{args.suite}' and --suite '{args.suite_option}'); name one")
+    suite = args.suite or args.suite_option
+    names = suite_names() if args.all or not suite else [suite]
     counts = api.validate_suites(names, overrides=tuple(args.set), data_dir=args.data_dir)
     for name, n in counts.items():
         print(f"ok  {name}: {n} cells")
@@ -122,6 +125,8 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("what", nargs="?", default="all", choices=["all", "suites", "methods", "datasets", "models"])
     validate = sub.add_parser("validate", help="resolve suites without running them")
     validate.add_argument("suite", nargs="?", help="one suite (default: all)")
+    validate.add_argument("--suite", dest="suite_option", default=None, metavar="SUITE",
+                          help="one suite, as in `bench run --suite` (same as the positional name)")
     validate.add_argument("--all", action="store_true", help="every suite in suites/")
     validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     report = sub.add_parser("report", help="write reports/<suite>/ from the store")

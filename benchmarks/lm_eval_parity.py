@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.data.loaders import resolve_data_dir
-from bench.spec.generation import EvalSpec
 from bench.evaluate.lm_tasks import count_test_items, resolve_tasks, subsample
+from bench.spec.generation import EvalSpec
 
 
 def harness(model_name: str, spec: EvalSpec, data_dir: Path) -> tuple[dict[str, float], list[dict[str, Any]], float]:
     """Metrics, samples and seconds of the harness's evaluation of the base model."""
-    from bench.models.causal import causal_base, load_causal_tokenizer
     from bench.evaluate.generation import evaluate_model
+    from bench.models.causal import causal_base, load_causal_tokenizer
 
     model = causal_base(model_name, "bf16").new()
     start = time.perf_counter()
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--model", default="smollm2", help="embedded name or HF folder")
     args = parser.parse_args(argv)
-    from bench.api import quiet_libraries
     from bench.models.causal import embedded_folder, resolve_causal
+    from bench.run.quiet import quiet_libraries
 
     quiet_libraries()
     data_dir = resolve_data_dir(None)

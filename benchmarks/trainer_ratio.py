@@ -2,7 +2,7 @@
 
 Same peft LoRA (r=8, alpha=16, dropout 0.1, ``classifier`` in full), TREC rows and settings (AdamW,
 lr 5e-3, TrainConfig warm-up/clipping, batch 32, 1 epoch, length grouping, dynamic padding unless
-``--fixed-length``): ``bench.sdk.train.train_loop`` vs ``Trainer`` (bf16 if the harness resolves to it,
+``--fixed-length``): ``bench.sdk.loop.train_loop`` vs ``Trainer`` (bf16 if the harness resolves to it,
 ``DataCollatorWithPadding``, ``group_by_length``, no logging/eval/saving). Both skip 3 warm-up
 steps; Trainer's figure is a callback's end-of-step-3 to end-of-last-step span (batch loading
 counts on both sides); its own ``train_samples_per_second`` (warm-up included) is shown too.
@@ -35,12 +35,12 @@ import torch
 import torch.nn.functional as F
 from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from bench.api import quiet_libraries
 from bench.data.loaders import resolve_data_dir
 from bench.data.tokens import Encoded, encode
 from bench.models.encoder import base_model, load_tokenizer
+from bench.run.quiet import quiet_libraries
+from bench.sdk.loop import WARMUP_STEPS_UNTIMED, cross_entropy_loss, resolve_precision, train_loop, wrap_lora
 from bench.spec.suite import TrainConfig
-from bench.sdk.train import WARMUP_STEPS_UNTIMED, cross_entropy_loss, resolve_precision, train_loop, wrap_lora
 
 MODEL = "minilm"
 HEAD = ["classifier"]
@@ -90,7 +90,7 @@ def lora_model(n_classes: int, seed: int) -> torch.nn.Module:
 
 def run_harness(data: Encoded, n_classes: int, cfg: TrainConfig, *, seed: int,
                 fixed_length: int | None) -> Run:
-    """Train with ``bench.sdk.train.train_loop``; ``fixed_length`` pads every batch to that width."""
+    """Train with ``bench.sdk.loop.train_loop``; ``fixed_length`` pads every batch to that width."""
     losses, slots = list[torch.Tensor](), list[int]()
     pad_id = load_tokenizer(MODEL).pad_token_id
 

@@ -40,13 +40,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.sdk.causal import CausalFitted, load_causal, sft_data, train_causal, wrap_causal_lora
-from bench.errors import CellError
-from bench.sdk.fitted import ModelFitted, fitted_from, load_converted, load_peft, save_initial, val_curve_hook
-from bench.sdk.method import FitContext
-from bench.models.encoder import head_names
-from bench.sdk.registry import register_method
-from bench.sdk.train import TrainStats, collate, param_groups, train_loop, wrap_lora
+from bench.sdk import (
+    CausalFitted,
+    CellError,
+    FitContext,
+    ModelFitted,
+    TrainStats,
+    collate,
+    fitted_from,
+    head_names,
+    load_causal,
+    load_converted,
+    load_peft,
+    param_groups,
+    register_method,
+    save_initial,
+    sft_data,
+    train,
+    train_causal,
+    val_curve_hook,
+    wrap_causal_lora,
+    wrap_lora,
+)
 from methods.ba_lora_losses import Objective
 
 DEFAULT, REFERENCE = "default", "reference"
@@ -242,15 +257,13 @@ def _check_close(name: str, a: torch.Tensor, b: torch.Tensor, diagnostics: dict[
         raise CellError(f"ba-lora: {name} check failed (max |dz| = {diff:.2e} >= {bound:.2e})")
 
 
-@register_method("ba-lora", config=BaLoraConfig, version="2")
+@register_method("ba-lora", config=BaLoraConfig, version="2", kinds=("classification", "generation"))
 class BaLoraAdapter:
     """BA-LoRA: ``fit`` = :meth:`prepare` + :meth:`train` + :meth:`finish`.
 
     A sequence classifier on a classification task (NLU form), a causal LM trained with SFT on
     a generation task (NLG form).
     """
-
-    kinds = ("classification", "generation")
 
     def __init__(self, config: BaLoraConfig) -> None:
         self.config = config
@@ -308,11 +321,8 @@ class BaLoraAdapter:
             return train_causal(ctx, run.model, loss_fn=run.objective, epoch_row=run.objective.epoch_row,
                                 params=run.params)
         log_ctx = replace(ctx, log=lambda row: ctx.log({**row, **run.objective.epoch_row()}))
-        return train_loop(model=run.model, data=ctx.train, cfg=ctx.train_config, seed=ctx.seed,
-                          device=ctx.device, precision=ctx.precision, head=run.head,
-                          pad_id=ctx.tokenizer.pad_token_id, loss_fn=run.objective,
-                          on_epoch_end=val_curve_hook(log_ctx, run.model), progress=ctx.progress,
-                          params=run.params)
+        return train(run.model, ctx, head=run.head, loss_fn=run.objective,
+                     on_epoch_end=val_curve_hook(log_ctx, run.model), params=run.params)
 
     def finish(self, ctx: FitContext, run: BaLoraRun) -> ModelFitted | CausalFitted:
         """PiSSA: convert to a LoRA delta on a fresh original base (checked on the probe batch).

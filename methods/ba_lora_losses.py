@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from bench.data.sft import SftData, target_labels
+from bench.sdk import SftData, target_labels
 
 #: The authors' entropy guard: ``H(P) = -sum P log(P + 1e-10)`` [code].
 ENTROPY_EPS = 1e-10

@@ -23,13 +23,23 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from bench.sdk.adapters import selected, train_adapters
-from bench.data.tokens import Encoded
-from bench.sdk.fitted import load_peft, val_curve_hook
-from bench.sdk.method import FitContext
-from bench.sdk.noisy import gmm_clean_probability, per_sample_loss, smallest_fraction
-from bench.sdk.registry import register_method
-from bench.sdk.train import count_parameters, new_lora_classifier, predict_logits, softmax, train_loop
+from bench.sdk import (
+    Encoded,
+    FitContext,
+    count_parameters,
+    gmm_clean_probability,
+    load_peft,
+    new_lora_classifier,
+    per_sample_loss,
+    predict_logits,
+    register_method,
+    selected,
+    smallest_fraction,
+    softmax,
+    train,
+    train_adapters,
+    val_curve_hook,
+)
 
 NETS = ("default", "peer")
 
@@ -172,9 +182,7 @@ class CoTeachingAdapter:
                             **{f"pred_{n}": losses[n][1].argmax(1) for n in NETS}})
             ctx.log({"selection_epoch": epoch, "forget_rate": state["tau"], "keep_rate": keep})
 
-        train_loop(model=model, data=ctx.train, cfg=ctx.train_config, seed=ctx.seed, device=ctx.device,
-                   precision=ctx.precision, head=head, pad_id=ctx.tokenizer.pad_token_id, loss_fn=loss,
-                   on_epoch_end=on_epoch_end, progress=ctx.progress)
+        train(model, ctx, head=head, loss_fn=loss, on_epoch_end=on_epoch_end)
         final = history[-1]
         fitted.diagnostics = {"selected_clean": final["selected_clean"], "clean_score": final["clean_score"],
                               "selection_history": history, "forget_rate": state["tau"],

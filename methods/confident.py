@@ -16,11 +16,20 @@ import numpy as np
 from numpy.typing import NDArray
 from torch import nn
 
-from bench.errors import CellError
-from bench.sdk.fitted import ModelFitted, fitted_from, load_peft, val_curve_hook
-from bench.sdk.method import FitContext
-from bench.sdk.registry import register_method
-from bench.sdk.train import count_parameters, new_lora_classifier, predict_logits, softmax, train_loop
+from bench.sdk import (
+    CellError,
+    FitContext,
+    ModelFitted,
+    count_parameters,
+    fitted_from,
+    load_peft,
+    new_lora_classifier,
+    predict_logits,
+    register_method,
+    softmax,
+    train,
+    val_curve_hook,
+)
 
 FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given")
 
@@ -57,10 +66,8 @@ class ConfidentLearningAdapter:
     def _train(self, ctx: FitContext, index: NDArray[np.int64], epochs: int, seed: int, final: bool) -> nn.Module:
         c = self.config
         model, head = new_lora_classifier(ctx, c)
-        train_loop(model=model, data=ctx.train.subset(index), cfg=replace(ctx.train_config, epochs=epochs),
-                   seed=seed, device=ctx.device, precision=ctx.precision, head=head,
-                   pad_id=ctx.tokenizer.pad_token_id, on_epoch_end=val_curve_hook(ctx, model) if final else None,
-                   progress=ctx.progress)
+        train(model, ctx, head=head, data=ctx.train.subset(index), epochs=epochs, seed=seed,
+              on_epoch_end=val_curve_hook(ctx, model) if final else None)
         return model
 
     def out_of_sample_probs(self, ctx: FitContext) -> NDArray[np.float64]:

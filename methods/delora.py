@@ -28,7 +28,6 @@ drop`` (no relabelling), ``lambda_ce``/``lambda_lora``/``lambda_det: 0`` (a loss
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,17 +38,32 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from bench.sdk.adapters import adapter_parameters, selected, train_adapters
-from bench.errors import CellError
-from bench.sdk.fitted import ModelFitted, fitted_from, load_peft, val_curve_hook
-from bench.sdk.method import FitContext
-from bench.models.encoder import head_names
-from bench.sdk.noisy import gmm_clean_probability, per_sample_loss, reverse_cross_entropy
-from bench.sdk.registry import register_method
-from bench.sdk.train import count_parameters, new_lora_classifier, train_loop
+from bench.sdk import (
+    CellError,
+    FitContext,
+    ModelFitted,
+    count_parameters,
+    fitted_from,
+    gmm_clean_probability,
+    load_peft,
+    new_lora_classifier,
+    per_sample_loss,
+    register_method,
+    reverse_cross_entropy,
+    selected,
+    train,
+    val_curve_hook,
+)
+from methods.delora_detector import (
+    CLEAN,
+    NOISY,
+    DetectorObjective,
+    Selection,
+    detector_model,
+    score_training_set,
+    taus,
+)
 from methods.relabel import RELABELERS, relabel
-
-CLEAN, NOISY = "clean", "noisy"
 
 
 @dataclass(frozen=True)
@@ -131,147 +145,6 @@ class DeloraConfig:
             raise ValueError("relabeler 'model' needs relabel_model")
 
 
-def clean_probability(loss_clean: torch.Tensor, loss_noisy: torch.Tensor) -> torch.Tensor:
-    """``p^c = exp(-ℓc) / (exp(-ℓc) + exp(-ℓn)) = σ(ℓn - ℓc)`` (sign per METHODS.md §2.5)."""
-    return torch.sigmoid(loss_noisy - loss_clean)
-
-
-def parameter_change(params: list[nn.Parameter], snapshot: list[torch.Tensor]) -> torch.Tensor:
-    """``sqrt(Σ ||θ - θ_snap||² + 1e-12)`` over an adapter's tensors."""
-    total = sum(((p.float() - s) ** 2).sum() for p, s in zip(params, snapshot, strict=True))
-    return torch.sqrt(total + 1e-12)  # type: ignore[arg-type]
-
-
-def taus(t: float, h1: float, h2: float) -> tuple[float, float]:
-    """``(τ1, τ2) = (t^h1, t^-h2)``."""
-    return float(t) ** h1, float(t) ** -h2
-
-
-class DetectorObjective:
-    """The stage-1 loss ``λce L_ce + λlora L_LoRA + λdet L_Det``; keeps per-epoch term means."""
-
-    def __init__(self, model: nn.Module, config: DeloraConfig, steps_per_epoch: int = 1) -> None:
-        self.config, self.epoch, self.step, self.steps_per_epoch = config, 1, 0, steps_per_epoch
-        self.params = {name: adapter_parameters(model, name) for name in (CLEAN, NOISY)}
-        self.snapshot = self.take_snapshot()
-        self.targets: torch.Tensor | None = None
-        self.sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(()))
-        self.steps = 0
-
-    def take_snapshot(self) -> dict[str, list[torch.Tensor]]:
-        """Detached copies of both adapters (the start-of-epoch ``Δw^(t-1)``)."""
-        return {name: [p.detach().float().clone() for p in ps] for name, ps in self.params.items()}
-
-    @property
-    def t(self) -> float:
-        """The time of the τ schedule: the 1-based epoch, or continuous epochs done (t_mode)."""
-        if self.config.t_mode == "epoch":
-            return float(self.epoch)
-        return max(self.step, 1) / self.steps_per_epoch
-
-    def change(self, name: str) -> torch.Tensor:
-        """``Δσ`` of adapter ``name`` since the snapshot."""
-        return parameter_change(self.params[name], self.snapshot[name])
-
-    def __call__(self, model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
-                 index: NDArray[np.int64]) -> torch.Tensor:
-        """The detector loss of one batch."""
-        c = self.config
-        detecting = self.epoch > c.warmup_epochs and c.lambda_det > 0
-        if detecting or c.ce_mode == "separate":
-            with selected(model, [CLEAN]):
-                loss_c = F.cross_entropy(model(**inputs).logits.float(), labels, reduction="none")
-            with selected(model, [NOISY]):
-                loss_n = F.cross_entropy(model(**inputs).logits.float(), labels, reduction="none")
-        if c.ce_mode == "combined":
-            with selected(model, [CLEAN, NOISY]):
-                ce = F.cross_entropy(model(**inputs).logits.float(), labels)
-        else:
-            ce = loss_c.mean() + loss_n.mean()
-        tau1, tau2 = taus(self.t, c.h1, c.h2)
-        constraint = tau1 * self.change(CLEAN) + tau2 * self.change(NOISY)
-        total = c.lambda_ce * ce + c.lambda_lora * constraint
-        terms = {"loss_ce": ce, "loss_lora": constraint}
-        if detecting:
-            if self.targets is None:
-                target = (loss_c < loss_n).float().detach()
-            else:
-                target = self.targets[torch.from_numpy(index)].to(loss_c.device)
-            det = F.binary_cross_entropy_with_logits(loss_n - loss_c, target)  # BCE on p^c = σ(ℓn − ℓc)
-            total = total + c.lambda_det * det
-            terms["loss_det"] = det
-        for key, value in terms.items():
-            self.sums[key] = self.sums[key] + value.detach().float().cpu()
-        self.steps += 1
-        self.step += 1
-        return total
-
-    def epoch_means(self) -> dict[str, float]:
-        """Mean of each loss term over the epoch's steps; resets the sums."""
-        out = {k: float(v) / max(1, self.steps) for k, v in self.sums.items()}
-        self.sums.clear()
-        self.steps = 0
-        return out
-
-
-def _detector_model(ctx: FitContext, c: DeloraConfig) -> tuple[nn.Module, list[str]]:
-    """Two LoRA adapters (clean, noisy) on one fresh base with one shared trainable head."""
-    from peft import LoraConfig, get_peft_model
-
-    base = ctx.new_model()
-    head = head_names(base)
-
-    def config() -> LoraConfig:
-        return LoraConfig(r=c.r, lora_alpha=c.alpha,  # type: ignore[arg-type]
-                          lora_dropout=c.dropout, target_modules=list(c.target_modules) if c.target_modules else None)
-
-    model = get_peft_model(base, config(), adapter_name=CLEAN)
-    model.add_adapter(NOISY, config())
-    train_adapters(model, [CLEAN, NOISY], extra=head)
-    return model, head
-
-
-@dataclass
-class Selection:
-    """The detector's eval-mode view of the training set after an epoch."""
-
-    loss_clean: NDArray[np.float64]
-    loss_noisy: NDArray[np.float64]
-    logits_clean: NDArray[np.float32]
-    logits_noisy: NDArray[np.float32]
-    logits_combined: NDArray[np.float32]
-
-    @property
-    def selected_clean(self) -> NDArray[np.bool_]:
-        """``D_c``: the clean LoRA's loss is below the noisy LoRA's (the per-sample threshold)."""
-        return np.asarray(self.loss_clean < self.loss_noisy)
-
-    @property
-    def clean_score(self) -> NDArray[np.float64]:
-        """``p^c = σ(ℓn − ℓc)``."""
-        return np.asarray(1.0 / (1.0 + np.exp(-(self.loss_noisy - self.loss_clean))))
-
-    def history_entry(self, epoch: int) -> dict[str, Any]:
-        """Arrays for the runner's per-epoch detection curves."""
-        return {"epoch": epoch, "selected_clean": self.selected_clean, "clean_score": self.clean_score,
-                "loss_clean": self.loss_clean, "loss_noisy": self.loss_noisy,
-                "pred_clean": self.logits_clean.argmax(1), "pred_noisy": self.logits_noisy.argmax(1),
-                "pred_combined": self.logits_combined.argmax(1)}
-
-
-def score_training_set(model: nn.Module, ctx: FitContext) -> Selection:
-    """Eval-mode per-sample losses of the clean-only, noisy-only and combined models."""
-    kw = {"batch_size": ctx.train_config.eval_batch_size, "device": ctx.device, "precision": ctx.precision,
-          "pad_id": ctx.tokenizer.pad_token_id}
-    with selected(model, [CLEAN]):
-        loss_c, logits_c = per_sample_loss(model, ctx.train, **kw)
-    with selected(model, [NOISY]):
-        loss_n, logits_n = per_sample_loss(model, ctx.train, **kw)
-    with selected(model, [CLEAN, NOISY]):
-        _, logits_b = per_sample_loss(model, ctx.train, **kw)
-    return Selection(loss_c, loss_n, logits_c, logits_n, logits_b)
-
-
 def _copy_lora(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Copy LoRA tensors saved under peft state-dict keys into ``model``'s ``default`` adapter."""
     lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
@@ -304,7 +177,7 @@ class DeloraAdapter:
     def detect(self, ctx: FitContext) -> Detection:
         """Stage 1: train the detector and score the training set with it."""
         c = self.config
-        model, head = _detector_model(ctx, c)
+        model, head = detector_model(ctx, c)
         batch = ctx.train_config.batch_size
         objective = DetectorObjective(model, c, steps_per_epoch=(len(ctx.train) + batch - 1) // batch)
         history: list[dict[str, Any]] = []
@@ -328,10 +201,8 @@ class DeloraAdapter:
             objective.snapshot = objective.take_snapshot()
             objective.epoch = epoch + 1
 
-        train_loop(model=model, data=ctx.train, cfg=replace(ctx.train_config, epochs=c.detector_epochs),
-                   seed=ctx.seed, device=ctx.device, precision=ctx.precision, head=head,
-                   pad_id=ctx.tokenizer.pad_token_id, loss_fn=objective, on_epoch_end=on_epoch_end,
-                   progress=ctx.progress, with_index=True)
+        train(model, ctx, head=head, epochs=c.detector_epochs, loss_fn=objective, on_epoch_end=on_epoch_end,
+              with_index=True)
         from peft import get_peft_model_state_dict
 
         state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model, adapter_name=CLEAN).items()}
@@ -372,10 +243,8 @@ class DeloraAdapter:
                 init_state = detection.clean_state
         model, head = self._classifier(ctx, init_state)
         data = ctx.train.subset(index).with_labels(labels[index])
-        train_loop(model=model, data=data, cfg=replace(ctx.train_config, epochs=c.classifier_epochs),
-                   seed=ctx.seed, device=ctx.device, precision=ctx.precision, head=head,
-                   pad_id=ctx.tokenizer.pad_token_id, loss_fn=self._classifier_loss(ctx.n_classes),
-                   on_epoch_end=val_curve_hook(ctx, model), progress=ctx.progress)
+        train(model, ctx, head=head, data=data, epochs=c.classifier_epochs,
+              loss_fn=self._classifier_loss(ctx.n_classes), on_epoch_end=val_curve_hook(ctx, model))
         classifier_params = count_parameters(model)[0]
         diagnostics["classifier_params"] = classifier_params
         return replace(fitted_from(model, ctx), diagnostics=diagnostics,

@@ -5,11 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.sdk.fitted import ModelFitted, fitted_from, load_trainable, val_curve_hook
-from bench.sdk.method import FitContext
-from bench.models.encoder import head_names
-from bench.sdk.registry import register_method
-from bench.sdk.train import train_loop
+from bench.sdk import (
+    FitContext,
+    ModelFitted,
+    fitted_from,
+    head_names,
+    load_trainable,
+    register_method,
+    train,
+    val_curve_hook,
+)
 
 
 @dataclass(frozen=True)
@@ -36,9 +41,7 @@ class FullFtAdapter:
         head = head_names(model)
         for name, param in model.named_parameters():
             param.requires_grad = not (self.config.freeze_embeddings and "embeddings" in name)
-        train_loop(model=model, data=ctx.train, cfg=ctx.train_config, seed=ctx.seed, device=ctx.device,
-                   precision=ctx.precision, head=head, pad_id=ctx.tokenizer.pad_token_id,
-                   on_epoch_end=val_curve_hook(ctx, model), progress=ctx.progress)
+        train(model, ctx, head=head, on_epoch_end=val_curve_hook(ctx, model))
         return fitted_from(model, ctx)
 
     def load(self, ctx: FitContext, directory: Path) -> ModelFitted:

@@ -12,12 +12,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench.sdk.causal import CausalFitted, fit_causal_lora, load_causal
-from bench.sdk.fitted import ModelFitted, fitted_from, load_converted, load_peft, save_initial, val_curve_hook
-from bench.sdk.method import FitContext
-from bench.models.encoder import head_names
-from bench.sdk.registry import register_method
-from bench.sdk.train import count_parameters, train_loop, wrap_lora
+from bench.sdk import (
+    CausalFitted,
+    FitContext,
+    ModelFitted,
+    count_parameters,
+    fit_causal_lora,
+    fitted_from,
+    head_names,
+    load_causal,
+    load_converted,
+    load_peft,
+    register_method,
+    save_initial,
+    train,
+    val_curve_hook,
+    wrap_lora,
+)
 
 #: variant -> extra ``peft.LoraConfig`` arguments.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -70,14 +81,12 @@ def _convert(model: Any, initial: tempfile.TemporaryDirectory[str], ctx: FitCont
     return replace(fitted_from(converted, ctx), trained_parameters=count_parameters(model)[0])
 
 
-@register_method("lora", config=LoraConfig, version="2")
+@register_method("lora", config=LoraConfig, version="2", kinds=("classification", "generation"))
 class LoraAdapter:
     """Fine-tune a peft LoRA adapter (of any variant) and the classification head with CE.
 
     On a generation task the adapter trains a causal LM on the answer tokens (``bench.sdk.causal``).
     """
-
-    kinds = ("classification", "generation")
 
     def __init__(self, config: LoraConfig) -> None:
         self.config = config
@@ -94,9 +103,7 @@ class LoraAdapter:
         model = wrap_lora(base, head=head, r=c.r, alpha=c.alpha, dropout=c.dropout, target_modules=c.target_modules,
                           **{**VARIANTS[c.variant], **c.peft_options})
         initial = save_initial(model) if c.variant in REWRITES_BASE else None
-        train_loop(model=model, data=ctx.train, cfg=ctx.train_config, seed=ctx.seed, device=ctx.device,
-                   precision=ctx.precision, head=head, pad_id=ctx.tokenizer.pad_token_id,
-                   on_epoch_end=val_curve_hook(ctx, model), progress=ctx.progress)
+        train(model, ctx, head=head, on_epoch_end=val_curve_hook(ctx, model))
         return fitted_from(model, ctx) if initial is None else _convert(model, initial, ctx)
 
     def load(self, ctx: FitContext, directory: Path) -> ModelFitted | CausalFitted:

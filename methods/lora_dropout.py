@@ -12,14 +12,23 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from bench.sdk.causal import CausalFitted, train_causal, wrap_causal_lora
-from bench.data.tokens import Encoded
-from bench.errors import CellError
-from bench.sdk.fitted import ModelFitted, load_peft, val_curve_hook
-from bench.sdk.method import FitContext
-from bench.models.encoder import head_names
-from bench.sdk.registry import register_method
-from bench.sdk.train import predict_logits, softmax, train_loop, wrap_lora
+from bench.sdk import (
+    CausalFitted,
+    CellError,
+    Encoded,
+    FitContext,
+    ModelFitted,
+    head_names,
+    load_peft,
+    predict_logits,
+    register_method,
+    softmax,
+    train,
+    train_causal,
+    val_curve_hook,
+    wrap_causal_lora,
+    wrap_lora,
+)
 
 Masks = tuple[torch.Tensor, torch.Tensor]
 
@@ -268,7 +277,7 @@ class LoraDropoutFitted(ModelFitted):
             out["masked_n1"] = members[0]
         return out
 
-@register_method("lora-dropout", config=LoraDropoutConfig, version="2")
+@register_method("lora-dropout", config=LoraDropoutConfig, version="2", kinds=("classification", "generation"))
 class LoraDropoutAdapter:
     """LoRA whose A columns and B rows are dropped while training; a test-time mask ensemble.
 
@@ -277,8 +286,6 @@ class LoraDropoutAdapter:
     :func:`attach_causal_ensemble` (the deterministic pass for ``ensemble=1``); lm-eval scores
     that one model, so ``ensemble_sizes`` apply to classification only.
     """
-
-    kinds = ("classification", "generation")
 
     def __init__(self, config: LoraDropoutConfig) -> None:
         self.config = config
@@ -314,10 +321,7 @@ class LoraDropoutAdapter:
             per_epoch.append(state.pop_sparsity())
             ctx.log({**row, "mask_sparsity": per_epoch[-1]})
 
-        train_loop(model=model, data=ctx.train, cfg=ctx.train_config, seed=ctx.seed, device=ctx.device,
-                   precision=ctx.precision, head=head, pad_id=ctx.tokenizer.pad_token_id,
-                   on_epoch_end=val_curve_hook(replace(ctx, log=log), model),
-                   progress=ctx.progress)
+        train(model, ctx, head=head, on_epoch_end=val_curve_hook(replace(ctx, log=log), model))
         fitted = self._fitted(model, state, ctx)
         fitted.diagnostics["mask_sparsity_train"] = float(np.mean(per_epoch)) if per_epoch else None
         return fitted

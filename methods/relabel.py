@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from bench.errors import CellError
-from bench.sdk.method import FitContext
+from bench.sdk import CellError, FitContext
 
 RELABELERS = ("clean-lora", "drop", "file", "model")
 
@@ -70,8 +69,7 @@ def zero_shot(model_name: str, ctx: FitContext, index: NDArray[np.int64]) -> NDA
     Raises:
         CellError: when the model cannot be loaded or the texts are not available.
     """
-    from bench.models.causal import causal_base, load_causal_tokenizer
-    from bench.errors import BenchError
+    from bench.sdk import BenchError, causal_base, load_causal_tokenizer
 
     if len(ctx.train_texts) != len(ctx.train):
         raise CellError("relabeler 'model' needs the training texts, which this context lacks")

@@ -22,11 +22,20 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
-from bench.sdk.fitted import ModelFitted, fitted_from, load_peft, val_curve_hook
-from bench.sdk.method import FitContext
-from bench.sdk.noisy import gmm_clean_probability, masked_mean, per_sample_loss, smallest_fraction
-from bench.sdk.registry import register_method
-from bench.sdk.train import new_lora_classifier, train_loop
+from bench.sdk import (
+    FitContext,
+    ModelFitted,
+    fitted_from,
+    gmm_clean_probability,
+    load_peft,
+    masked_mean,
+    new_lora_classifier,
+    per_sample_loss,
+    register_method,
+    smallest_fraction,
+    train,
+    val_curve_hook,
+)
 
 
 @dataclass(frozen=True)
@@ -101,9 +110,7 @@ class SmallLossAdapter:
                             "pred_model": logits.argmax(1)})
             ctx.log({"selection_epoch": epoch, "n_selected_clean": int(mask.sum()), "noise_rate_used": rate})
 
-        train_loop(model=model, data=ctx.train, cfg=ctx.train_config, seed=ctx.seed, device=ctx.device,
-                   precision=ctx.precision, head=head, pad_id=ctx.tokenizer.pad_token_id, loss_fn=loss,
-                   on_epoch_end=on_epoch_end, progress=ctx.progress, with_index=True)
+        train(model, ctx, head=head, loss_fn=loss, on_epoch_end=on_epoch_end, with_index=True)
         final = history[-1]
         diagnostics = {"selected_clean": final["selected_clean"], "clean_score": final["clean_score"],
                        "selection_history": history, "n_selected_clean": int(final["selected_clean"].sum())}

@@ -24,9 +24,9 @@ from pathlib import Path
 from scipy import stats
 
 from bench import api
-from bench.api import latest_records
-from bench.results.compare import ALL_CELLS, cell_key, cell_label, parse_fail
-from bench.report.markdown import record_value
+from bench.results.compare import ALL_CELLS, cell_key, cell_label
+from bench.results.gate import parse_fail
+from bench.results.query import latest_records, record_value
 from bench.results.store import Store
 
 

@@ -52,10 +52,10 @@ def sft_ctx(model: str = "random:tiny-llama", *, epochs: int = 2, log: list[dict
     import numpy as np
     import torch
 
-    from bench.models.causal import causal_base, load_causal_tokenizer
-    from bench.data.tokens import Encoded
-    from bench.sdk.method import FitContext
     from bench.data.sft import Pairs, encode_pairs
+    from bench.data.tokens import Encoded
+    from bench.models.causal import causal_base, load_causal_tokenizer
+    from bench.sdk.method import FitContext
     from bench.spec.suite import TrainConfig
 
     tokenizer = load_causal_tokenizer(model)

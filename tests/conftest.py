@@ -21,6 +21,6 @@ def _threads(request: pytest.FixtureRequest) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from bench.api import quiet_libraries
+    from bench.run.quiet import quiet_libraries
 
     quiet_libraries()

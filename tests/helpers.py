@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from bench.data.tokens import Encoded
-from bench.sdk.method import FitContext
 from bench.models.encoder import base_model, load_tokenizer
+from bench.sdk.method import FitContext
 from bench.spec.suite import TrainConfig
 
 TINY = "random:tiny-bert"

@@ -34,9 +34,9 @@ from bench.evaluate.humaneval import (
     load_problems,
     score,
 )
+from bench.evaluate.lm_tasks import subsample
 from bench.evaluate.sandbox import SandboxLimits
 from bench.spec.generation import HumanEvalSpec
-from bench.evaluate.lm_tasks import subsample
 
 #: Generated tokens decoded at each step to look for a stop (the longest stop is 7 characters).
 STOP_WINDOW = 16

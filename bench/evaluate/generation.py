@@ -24,9 +24,9 @@ import torch
 from numpy.typing import NDArray
 
 from bench.evaluate.classification import ECE_BINS
-from bench.spec.generation import EvalSpec
 from bench.evaluate.lm_tasks import configs_hash, count_test_items, resolve_tasks, subsample
 from bench.metrics.calibration import brier_score, expected_calibration_error, negative_log_likelihood
+from bench.spec.generation import EvalSpec
 
 #: ``simple_evaluate`` seeds (lm-eval's defaults, written out so that they are part of the record).
 LM_EVAL_SEEDS = {"random_seed": 0, "numpy_random_seed": 1234, "torch_random_seed": 1234,

@@ -186,7 +186,7 @@ def resolve_generation_task(task: Any, method: Any, data_dir: Path) -> dict[str,
     Raises:
         BenchError: a method without generation support, unknown lm-eval tasks, missing data.
     """
-    kinds = getattr(method.adapter, "kinds", ("classification",))
+    kinds = method.kinds
     if "generation" not in kinds:
         raise BenchError(f"method '{method.name}' does not train causal LMs yet (supports: {', '.join(kinds)}); "
                          f"task '{task.name}' is a generation task")

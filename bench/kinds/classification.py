@@ -1,4 +1,10 @@
-"""Executing one cell in process: setup, train, evaluate, measure."""
+"""The classification kind: noisy-label text classification with an encoder and a fresh head.
+
+Setup loads the task's splits (cached per process), injects the cell's label noise (keeping
+the truth mask out of the method's sight) and builds the :class:`FitContext`. Evaluation
+scores test-set probabilities (accuracy, macro-F1, calibration), every prediction variant, a
+noisy-label detector's selection against the truth mask, its relabels, and the collapse check.
+"""
 
 from __future__ import annotations
 
@@ -13,19 +19,26 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from bench.sdk import train as train_mod
-from bench.spec.cells import Cell
-from bench.spec.config import build
-from bench.data.noise import NoiseResult, apply_noise
+from bench.data.noise import NoiseResult, NoiseSpec, apply_noise
 from bench.data.task import TaskData, load_task
 from bench.data.tokens import Encoded, encode
-from bench.errors import CellError
-from bench.sdk.method import FitContext, Fitted
+from bench.errors import BenchError, CellError
+from bench.evaluate.classification import (
+    classification_metrics,
+    collapse_message,
+    detection_metrics,
+    relabel_metrics,
+    selection_curves,
+)
+from bench.kinds.base import Evaluation, Log, split_diagnostics
+from bench.models.device import default_device
 from bench.models.encoder import base_model, load_tokenizer
 from bench.run.profile import Phase
-from bench.sdk.registry import get_method
+from bench.sdk.loop import collate, resolve_precision
+from bench.sdk.method import SAMPLE_KEYS, Diagnostics, FitContext, Fitted, Method, VariantPredictor
+from bench.sdk.registry import MethodEntry
+from bench.spec.cells import ResolvedCell, data_version
 from bench.spec.suite import TaskSpec
-from bench.sdk.train import TrainStats, resolve_precision
 
 #: Reload check: the largest |Δp| allowed between the fitted model and its reloaded copy.
 RELOAD_TOLERANCE = 1e-5
@@ -55,7 +68,7 @@ def _features(spec: TaskSpec, data_dir: Path, model: str) -> NDArray[np.float64]
     out = []
     with torch.no_grad():
         for i in range(0, len(train), 256):
-            inputs = train_mod.collate(train, np.arange(i, min(i + 256, len(train))), pad, torch.device("cpu"))
+            inputs = collate(train, np.arange(i, min(i + 256, len(train))), pad, torch.device("cpu"))
             hidden = encoder(**inputs).last_hidden_state
             mask = inputs["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1)
@@ -64,115 +77,131 @@ def _features(spec: TaskSpec, data_dir: Path, model: str) -> NDArray[np.float64]
 
 
 @dataclass
-class Setup:
-    """What :func:`setup` prepared for a cell."""
+class ClassificationSetup:
+    """What :meth:`Classification.setup` prepared for a cell."""
 
     data: TaskData
     train: Encoded
     val: Encoded
     test: Encoded
-    noise: NoiseResult
+    noise_result: NoiseResult
     truly_clean: NDArray[np.bool_]
     ctx: FitContext
-    method: Any
+    method: Method
+
+    @property
+    def noise(self) -> dict[str, Any]:
+        """The record's ``noise`` section."""
+        n = self.noise_result
+        return {"realised_rate": n.realised_rate, "counts": n.counts, "matrix": n.matrix, "info": n.info}
 
 
-def device_for(cell: Cell) -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _noise(cell: Cell, data: TaskData, train: Encoded, data_dir: Path) -> tuple[NoiseResult, NDArray[np.bool_]]:
-    features = _features(cell.task, data_dir, cell.model) if cell.noise.kind == "instance" else None
-    spec = cell.noise
-    task_map = getattr(cell.task, "pair_map", None)
-    if spec.kind == "asymmetric" and spec.pair_map is None and task_map is not None:
-        spec = type(spec)(**{**spec.__dict__, "pair_map": task_map})
-    result = apply_noise(spec, train.labels, data.n_classes, seed=cell.seed, features=features)
+def inject_noise(cell: ResolvedCell, data: TaskData, train: Encoded,
+                 data_dir: Path) -> tuple[NoiseResult, NDArray[np.bool_]]:
+    """The observed training labels under the cell's noise, and the truth mask (True = clean)."""
+    task = cast(TaskSpec, cell.cell.task)
+    spec: NoiseSpec = cell.noise
+    features = _features(task, data_dir, cell.cell.model) if spec.kind == "instance" else None
+    result = apply_noise(spec, train.labels, data.n_classes, seed=cell.cell.seed, features=features)
     # real-noise sets: the observed labels are the data's, the truth its gold field
     truly_clean = np.asarray(result.observed == data.train.truth, dtype=bool)
     return result, truly_clean
 
 
-def setup(cell: Cell, data_dir: Path, log: Any, progress: Any) -> Setup:
-    """Load data, inject noise, build the method and its FitContext."""
-    data = _task(cell.task, data_dir)
-    train, val, test = _encoded(cell.task, data_dir, cell.model)
-    noise, truly_clean = _noise(cell, data, train, data_dir)
-    base = base_model(cell.model, data.n_classes)
-    tokenizer = load_tokenizer(cell.model)
-    device = device_for(cell)
-    entry = get_method(cell.method.method)
-    method = entry.adapter(build(entry.config, cell.method.config, f"methods.{cell.method.id}.config"))
-    ctx = FitContext(
-        task=data.name, kind="classification", label_names=data.label_names,
-        new_model=lambda: base.new(cell.seed), tokenizer=tokenizer,
-        train=train.with_labels(noise.observed), val=val, train_config=cell.train, seed=cell.seed,
-        device=device, precision=resolve_precision(cell.train.precision, device), log=log,
-        progress=progress, train_texts=tuple(data.train.texts),
-    )
-    return Setup(data, train, val, test, noise, truly_clean, ctx, method)
-
-
-def fit(s: Setup) -> tuple[Fitted, list[TrainStats]]:
-    """Run the method's ``fit``, collecting the stats of every training loop it runs."""
-    sink: list[TrainStats] = []
-    token = train_mod.STATS_SINK.set(sink)
-    try:
-        fitted = s.method.fit(s.ctx)
-    except torch.cuda.OutOfMemoryError as err:
-        raise CellError(f"out of GPU memory during training: {str(err).splitlines()[0]}") from None
-    except MemoryError:
-        raise CellError("out of CPU memory during training") from None
-    finally:
-        train_mod.STATS_SINK.reset(token)
-    return fitted, sink
-
-
-def reload_check(s: Setup, fitted: Fitted) -> dict[str, float]:
-    """Save, load into a fresh base, compare predictions on the first test items.
+def read_diagnostics(diagnostics: dict[str, Any], n_train: int) -> Diagnostics:
+    """The harness-read keys of a method's diagnostics, checked for length.
 
     Raises:
-        CellError: when the reloaded model predicts differently.
+        CellError: a per-sample array whose length is not the training set's.
     """
-    items = s.test.subset(np.arange(min(RELOAD_ITEMS, len(s.test))))
-    folder = Path(tempfile.mkdtemp(prefix="peftbench-reload-"))
-    try:
-        fitted.save(folder)
-        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-        again = s.method.load(s.ctx, folder)
-        diff = float(np.abs(fitted.predict_proba(items) - again.predict_proba(items)).max())
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    if not diff <= RELOAD_TOLERANCE:
-        raise CellError(f"reload check failed: saved and reloaded model differ (max |dp| = {diff:.2e})")
-    return {"adapter_bytes": float(size), "reload_max_abs_diff": diff}
+    for key in SAMPLE_KEYS:
+        value = diagnostics.get(key)
+        if value is not None and len(value) != n_train:
+            raise CellError(f"the method's diagnostics['{key}'] has {len(value)} entries for {n_train} "
+                            "training samples")
+    return cast(Diagnostics, diagnostics)
 
 
-def predict_variants(s: Setup, fitted: Fitted) -> dict[str, NDArray[np.float64]]:
-    """Other prediction modes a method offers (``Fitted.predict_variants``, optional).
+class Classification:
+    """The classification :class:`~bench.kinds.base.TaskKind`."""
 
-    E.g. a test-time ensemble scored at several sizes; each variant gets the full set of
-    classification metrics under ``metrics["variants"][name]``.
-    """
-    extra = getattr(fitted, "predict_variants", None)
-    return dict(extra(s.test)) if callable(extra) else {}
+    name = "classification"
+
+    def resolve_task(self, task: Any, method: MethodEntry, data_dir: Path) -> dict[str, Any]:
+        """The data digest of every split file the task reads."""
+        if self.name not in method.kinds:
+            raise BenchError(f"method '{method.name}' does not train classifiers (supports: "
+                             f"{', '.join(method.kinds)}); task '{task.name}' is a classification task")
+        return {"data_version": data_version(task, data_dir)}
+
+    def setup(self, cell: ResolvedCell, data_dir: Path, log: Log, progress: Any) -> ClassificationSetup:
+        """Load data, inject noise, build the method and its FitContext."""
+        task, model, seed = cast(TaskSpec, cell.cell.task), cell.cell.model, cell.cell.seed
+        data = _task(task, data_dir)
+        train, val, test = _encoded(task, data_dir, model)
+        noise, truly_clean = inject_noise(cell, data, train, data_dir)
+        base = base_model(model, data.n_classes)
+        device = default_device()
+        ctx = FitContext(
+            task=data.name, kind=self.name, label_names=data.label_names,
+            new_model=lambda: base.new(seed), tokenizer=load_tokenizer(model),
+            train=train.with_labels(noise.observed), val=val, train_config=cell.cell.train, seed=seed,
+            device=device, precision=resolve_precision(cell.cell.train.precision, device), log=log,
+            progress=progress, train_texts=tuple(data.train.texts),
+        )
+        return ClassificationSetup(data, train, val, test, noise, truly_clean, ctx, cell.method.adapter(cell.config))
+
+    def evaluate(self, setup: ClassificationSetup, fitted: Fitted, *, data_dir: Path,
+                 execution: Any = None) -> Evaluation:
+        """Test metrics, variants, detection against the truth mask, relabels, collapse."""
+        s = setup
+        with Phase("eval", s.ctx.device) as phase:
+            probs = fitted.predict_proba(s.test)
+        seconds = phase.figures["eval_wall_s"] or float("nan")
+        efficiency = {**phase.figures, "eval_samples_per_s": len(s.test) / seconds}
+        metrics = classification_metrics(probs, s.test.labels)
+        if isinstance(fitted, VariantPredictor):
+            variants = fitted.predict_variants(s.test)
+            if variants:
+                metrics["variants"] = {name: classification_metrics(p, s.test.labels) for name, p in variants.items()}
+        read = read_diagnostics(fitted.diagnostics, len(s.ctx.train))
+        diagnostics, train_arrays = split_diagnostics(fitted.diagnostics)
+        collapsed = collapse_message(probs, s.test.labels, s.data.label_names)
+        if collapsed:
+            diagnostics["collapsed"] = collapsed
+        metrics.update(detection_metrics(fitted.diagnostics, s.truly_clean))
+        truth = s.data.train.truth
+        curves = selection_curves(read.get("selection_history", []), s.truly_clean, s.ctx.train.labels, truth)
+        if "relabels" in read:
+            relabelled, diagnostics["relabel_confusion"] = relabel_metrics(read["relabels"], truth, s.data.n_classes)
+            metrics.update(relabelled)
+        predictions = {"ids": s.test.ids, "labels": s.test.labels, "probs": probs.astype("float32"),
+                       **({"train_ids": s.ctx.train.ids, **train_arrays} if train_arrays else {})}
+        return Evaluation(metrics, efficiency, diagnostics, curves, predictions)
+
+    def reload_check(self, setup: ClassificationSetup, fitted: Fitted) -> dict[str, float]:
+        """Save, load into a fresh base, compare predictions on the first test items.
+
+        Raises:
+            CellError: when the reloaded model predicts differently.
+        """
+        s = setup
+        items = s.test.subset(np.arange(min(RELOAD_ITEMS, len(s.test))))
+        folder = Path(tempfile.mkdtemp(prefix="peftbench-reload-"))
+        try:
+            fitted.save(folder)
+            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            again = s.method.load(s.ctx, folder)
+            diff = float(np.abs(fitted.predict_proba(items) - again.predict_proba(items)).max())
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        if not diff <= RELOAD_TOLERANCE:
+            raise CellError(f"reload check failed: saved and reloaded model differ (max |dp| = {diff:.2e})")
+        return {"adapter_bytes": float(size), "reload_max_abs_diff": diff}
+
+    def summary_line(self, metrics: dict[str, Any]) -> str:
+        """``accuracy 91.40%, ECE 5.12%``."""
+        return f"accuracy {100 * metrics['accuracy']:.2f}%, ECE {100 * metrics['ece']:.2f}%"
 
 
-def predict(s: Setup, fitted: Fitted) -> tuple[NDArray[np.float64], dict[str, float | None]]:
-    """Test-set probabilities and eval throughput."""
-    with Phase("eval", s.ctx.device) as phase:
-        probs = fitted.predict_proba(s.test)
-    seconds = phase.figures["eval_wall_s"] or float("nan")
-    return probs, {**phase.figures, "eval_samples_per_s": len(s.test) / seconds}
-
-
-def split_diagnostics(diagnostics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(JSON-able diagnostics for the record, per-training-sample arrays for the npz beside it)."""
-    kept, arrays = {}, {}
-    for key, value in diagnostics.items():
-        if isinstance(value, np.ndarray):
-            arrays[f"train_{key}"] = value
-        elif key != "selection_history":
-            kept[key] = value
-    return kept, arrays
+KIND = Classification()

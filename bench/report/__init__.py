@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.report.markdown import Record, aggregate, leaderboard_markdown, memory_metric
+from bench.report.markdown import aggregate, leaderboard_markdown, memory_metric
 from bench.report.pareto import pareto_front
 from bench.report.plots import plot_pareto, plot_reliability
+from bench.results.query import Record
 
 __all__ = [
     "LEADERBOARD",

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from bench.results.compare import ALL_CELLS, cell_label
 
 if TYPE_CHECKING:
-    from bench.results.compare import Comparison, Row, Threshold
+    from bench.results.compare import Comparison, Row
+    from bench.results.gate import Threshold
 
 DASH = "–"
 HEADER = ("cell", "metric", "seeds", "baseline", "new", "Δ new − baseline", "95 % CI of Δ", "p", "test", "gate")
@@ -21,7 +22,7 @@ _ESCAPE = str.maketrans({"|": "\\|"})
 
 
 def _proportion(metric: str) -> bool:
-    from bench.results.compare import is_proportion
+    from bench.results.gate import is_proportion
 
     return is_proportion(metric)
 

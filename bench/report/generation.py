@@ -12,11 +12,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from bench.report.markdown import (
-    Column,
+from bench.report.tables import Column, pct, table
+from bench.results.query import (
     Record,
-    _pct,
-    _table,
     cell_of,
     cell_sort_key,
     count_canceled,
@@ -68,7 +66,7 @@ def _columns(records: Sequence[Record]) -> list[Column]:
             metric = f"{name}_{suffix}"
             if any(record_value(r, metric) is not None for r in ok):
                 arrow = "↑" if higher else "↓"
-                columns.append(Column(metric, f"{name} {header} (%) {arrow}", higher, _pct))
+                columns.append(Column(metric, f"{name} {header} (%) {arrow}", higher, pct))
     return columns + COST
 
 
@@ -100,5 +98,5 @@ def generation_section(records: Sequence[Record], *, dirty: set[str]) -> list[st
         columns = _columns([r for group in cells.values() for r in group])
         rows = [_row(cell, cells[cell], columns) for cell in sorted(cells, key=cell_sort_key)]
         show_model = len({r["model"] for r in rows}) > 1
-        lines += [f"### {task}", "", *_table(rows, columns, show_model=show_model, dirty=dirty), ""]
+        lines += [f"### {task}", "", *table(rows, columns, show_model=show_model, dirty=dirty), ""]
     return lines

@@ -22,7 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from bench.report.markdown import (  # noqa: E402
+from bench.report.pareto import pareto_front  # noqa: E402
+from bench.results.query import (  # noqa: E402
     Record,
     cell_of,
     cell_sort_key,
@@ -32,7 +33,6 @@ from bench.report.markdown import (  # noqa: E402
     record_value,
     run_id,
 )
-from bench.report.pareto import pareto_front  # noqa: E402
 
 MAX_PANELS = 9
 FRACTION_METRICS = ("accuracy", "macro_f1", "ece", "metrics.accuracy", "metrics.macro_f1")

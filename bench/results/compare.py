@@ -1,6 +1,6 @@
 """Compare two result stores cell by cell, with a seed-aware significance test and a CI gate.
 
-A cell is (task, noise, model, method id); see :func:`bench.report.markdown.cell_of`. Each
+A cell is (task, noise, model, method id); see :func:`bench.results.query.cell_of`. Each
 side's successful runs of a cell are its seeds. For every metric in ``COMPARED`` the delta is
 ``mean(new) - mean(baseline)`` over seeds, and its test depends on how many seeds each side has:
 
@@ -26,7 +26,6 @@ stored, so a single-seed cell could not be tested, and the headline rows are wha
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,42 +34,21 @@ from typing import Any
 
 import numpy as np
 
-from bench.results import compare_generation
-from bench.api import label_settings, latest_records
-from bench.errors import BenchError, did_you_mean
-from bench.evaluate.classification import ECE_BINS
-from bench.metrics import higher_is_better
-from bench.metrics.accuracy import accuracy, macro_f1
-from bench.metrics.calibration import brier_score, expected_calibration_error, negative_log_likelihood
+from bench.errors import BenchError
 from bench.report.generation import is_generation
-from bench.report.markdown import Record, cell_of, get_path, record_value
-from bench.results.stats import (
-    FloatArray,
-    ItemMetric,
-    TestResult,
-    mcnemar_test,
-    pair_items,
-    paired_bootstrap,
-    prediction_test,
-    welch_test,
-)
+from bench.results import compare_generation
+from bench.results.gate import COMPARED, Threshold, holm_adjust, one_sided, parse_fail
+from bench.results.query import Record, cell_of, get_path, label_settings, latest_records, record_value
+from bench.results.significance import item_tests, seed_test
+from bench.results.stats import TestResult
 from bench.results.store import Store
 
-COMPARED = ("accuracy", "macro_f1", "ece", "nll", "brier")
-#: Metrics on a 0–1 scale: shown in %, deltas in percentage points, ``pp`` thresholds allowed.
-PROPORTIONS = ("accuracy", "macro_f1", "ece")
 #: Environment fields compared between the sides (``packages.*`` too, except the harness's own
 #: version). The git commit and dirty flag are expected to differ and are not compared.
 ENV_FIELDS = ("device", "cpu", "gpu.name", "python")
 _SKIP_PACKAGES = ("peftbench",)
-_EPS = 1e-12  # a delta computed as 0.90 - 0.91 must not count as beyond a -1 pp threshold
 
 CellKey = tuple[str, str, str, str]
-
-
-def is_proportion(metric: str) -> bool:
-    """True for metrics on a 0–1 scale (shown in %, ``pp`` thresholds allowed); every generation metric is."""
-    return metric in PROPORTIONS or compare_generation.direction(metric) is not None
 
 
 def cell_key(record: Record) -> CellKey:
@@ -86,59 +64,6 @@ ALL_CELLS: CellKey = ("all cells", "mean", "", "")
 def cell_label(cell: CellKey) -> str:
     """``task · noise · model · method``, or ``all cells · mean`` for the pooled row."""
     return " · ".join(part for part in cell if part)
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """A ``--fail`` rule: a delta beyond ``limit`` (in the metric's units) in the bad direction.
-
-    Attributes:
-        metric: Metric name, one of ``COMPARED`` or a generation metric (``mmlu_0shot_acc``).
-        limit: Signed limit; negative means a decrease is bad (``accuracy:-1pp`` is -0.01).
-        text: The spec as written.
-    """
-
-    metric: str
-    limit: float
-    text: str
-
-    def breached(self, delta: float) -> bool:
-        """True when ``delta`` lies strictly beyond the limit in its direction."""
-        if math.isnan(delta):
-            return False
-        return delta < self.limit - _EPS if self.limit < 0 else delta > self.limit + _EPS
-
-
-_SPEC = re.compile(r"(?P<metric>[a-z0-9_]+):(?P<sign>[+-]?)(?P<number>\d+(?:\.\d*)?|\.\d+)(?P<unit>pp)?")
-
-
-def parse_fail(spec: str) -> Threshold:
-    """Parse ``metric:[+|-]number[pp]`` (e.g. ``accuracy:-1pp``, ``ece:+0.01``, ``nll:+0.05``).
-
-    ``pp`` (percentage points) is for 0–1 metrics and is divided by 100. The sign gives the
-    bad direction; without one the metric's own bad direction is used (down for accuracy).
-
-    Raises:
-        BenchError: On a malformed spec, an unknown metric or ``pp`` on a metric not in 0–1.
-    """
-    match = _SPEC.fullmatch(spec.strip())
-    if match is None:
-        hint = "; write 'pp' for percentage points" if "%" in spec else ""
-        raise BenchError(f"malformed --fail {spec!r}: expected METRIC:[+|-]NUMBER[pp], "
-                         f"e.g. accuracy:-1pp or nll:+0.05{hint}")
-    metric, sign, number, unit = match.group("metric", "sign", "number", "unit")
-    generation = compare_generation.direction(metric)
-    if metric not in COMPARED and generation is None:
-        raise BenchError(f"--fail {spec!r}: unknown metric '{metric}'{did_you_mean(metric, COMPARED)} "
-                         "(generation metrics: <eval>_acc, <eval>_ece, <eval>_exact_match_strict_match, "
-                         "<eval>_pass_at_<k>, ...)")
-    if unit and not is_proportion(metric):
-        raise BenchError(f"--fail {spec!r}: 'pp' is for 0–1 metrics ({', '.join(PROPORTIONS)}); "
-                         f"give {metric} in its own units")
-    value = float(number) / (100 if unit else 1)
-    higher = generation if generation is not None else higher_is_better(metric)
-    bad_is_down = sign == "-" if sign else higher
-    return Threshold(metric, -value if bad_is_down else value, spec)
 
 
 @dataclass
@@ -237,61 +162,6 @@ def env_differences(baseline: Sequence[Record], new: Sequence[Record]) -> list[s
     return lines
 
 
-def _argmax_accuracy(probs: FloatArray, labels: np.ndarray[Any, Any]) -> float:
-    return accuracy(probs.argmax(axis=1), labels)
-
-
-def _argmax_macro_f1(probs: FloatArray, labels: np.ndarray[Any, Any]) -> float:
-    return macro_f1(probs.argmax(axis=1), labels, n_classes=probs.shape[1])
-
-
-def _ece(probs: FloatArray, labels: np.ndarray[Any, Any]) -> float:
-    return expected_calibration_error(probs, labels, n_bins=ECE_BINS)
-
-
-#: Each compared metric recomputed from per-item predictions, as the runner computes it.
-ITEM_METRICS: dict[str, ItemMetric] = {"accuracy": _argmax_accuracy, "macro_f1": _argmax_macro_f1, "ece": _ece,
-                                       "nll": negative_log_likelihood, "brier": brier_score}
-
-
-def item_tests(base: dict[str, Any], new: dict[str, Any], *, where: str, seed: int = 0,
-               n_resamples: int = 1000) -> dict[str, TestResult]:
-    """Per-item paired tests of two runs' predictions, one result per metric in ``ITEM_METRICS``.
-
-    Items are paired by id. Accuracy gets McNemar's p-value and the paired bootstrap's
-    interval; every other metric gets the paired bootstrap.
-
-    Raises:
-        BenchError: If the two runs were tested on different items or with different labels.
-    """
-    try:
-        order_b, order_n = pair_items(base["ids"], new["ids"])
-    except ValueError as err:
-        raise BenchError(f"{where}: {err}") from None
-    labels = np.asarray(base["labels"])[order_b]
-    differ = int(np.sum(labels != np.asarray(new["labels"])[order_n]))
-    if differ:
-        raise BenchError(f"{where}: the two sides disagree on the labels of {differ} items")
-    pb, pn = np.asarray(base["probs"], np.float64)[order_b], np.asarray(new["probs"], np.float64)[order_n]
-    out = {name: paired_bootstrap(fn, labels, pb, pn, n_resamples=n_resamples, seed=seed)
-           for name, fn in ITEM_METRICS.items()}
-    exact = mcnemar_test(pb.argmax(axis=1) == labels, pn.argmax(axis=1) == labels)
-    boot = out["accuracy"]
-    out["accuracy"] = TestResult(boot.delta, boot.ci_low, boot.ci_high, exact.p_value, exact.test)
-    return out
-
-
-def seed_test(base: Sequence[float], new: Sequence[float]) -> TestResult | None:
-    """The seed-level test for the seed counts (None when both sides have one seed)."""
-    if len(base) >= 2 and len(new) >= 2:
-        return welch_test(base, new)
-    if len(base) >= 2:
-        return prediction_test(base, new[0])
-    if len(new) >= 2:
-        return prediction_test(new, base[0], single_is_new=False)
-    return None
-
-
 @dataclass(frozen=True)
 class Row:
     """One cell × metric line: seed counts, means over seeds and the test of the delta."""
@@ -369,28 +239,6 @@ class Comparison:
     def within_noise(self) -> list[tuple[Row, Threshold]]:
         """Rows beyond a threshold whose difference is not significant (they do not fail)."""
         return self._judged(False)
-
-
-def one_sided(p_two_sided: float, delta: float, *, bad_down: bool) -> float:
-    """The one-sided p-value, in the bad direction, of a symmetric two-sided test."""
-    towards_bad = delta < 0 if bad_down else delta > 0
-    return p_two_sided / 2 if towards_bad else 1 - p_two_sided / 2
-
-
-def holm_adjust(p_values: Sequence[float]) -> list[float]:
-    """Holm–Bonferroni adjusted p-values, in the input order.
-
-    Sorted ascending, the i-th smallest (0-based) of m gets ``max_{j<=i} min(1, (m - j) p_(j))``;
-    rejecting where the adjusted p < α controls the family-wise error rate at α.
-    """
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adjusted = [0.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
 
 
 def _item_results(base: Side, new: Side, cell: CellKey, *, seed: int,

@@ -1,87 +1,103 @@
-"""Run records and run identity.
+"""Run records: one frozen :class:`RunRecord` per attempt, stored as JSON.
 
 A record's top-level field order is frozen (``RECORD_FIELDS``); changing it bumps
-``SCHEMA_VERSION`` and adds a ``migrate_vN`` that upgrades older records on load.
+``SCHEMA_VERSION`` and adds a ``MIGRATIONS`` entry that upgrades older records on load.
+Per-item predictions are never in a record: the lifecycle returns them beside it and the
+store writes them to an ``.npz`` file next to the record's JSON.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
+import dataclasses
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import BenchError
+from bench.spec.identity import plain
 
-SCHEMA_VERSION = 1
-RECORD_FIELDS = ("schema_version", "run_id", "spec", "env", "metrics", "efficiency", "status",
-                 "error", "curves", "noise", "diagnostics", "started_at", "finished_at")
+#: 2 added ``kind`` (the task kind: classification | generation).
+SCHEMA_VERSION = 2
 STATUSES = ("success", "failed", "canceled")
 
-#: Bump when the way identity is computed changes (not when a spec gains a field).
-IDENTITY_VERSION = 1
-#: Spec keys that cannot change a run's numbers, left out of its identity: where it is
-#: stored and how it is displayed or logged. The suite name is among them, so the same
-#: cell in two suites has one identity.
-NON_SEMANTIC_FIELDS = ("suite", "output_dir", "results_dir", "log_level", "workers", "quiet", "id")
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run's outcome. Field order is the stored JSON's order (``RECORD_FIELDS``)."""
+
+    run_id: str
+    spec: dict[str, Any]
+    """The resolved spec (the input of identity)."""
+    env: dict[str, Any]
+    """Commit, dirty flag, packages, CPU/GPU, device."""
+    status: str
+    """success | failed | canceled."""
+    started_at: str
+    finished_at: str
+    kind: str = "classification"
+    """The task kind that ran the cell."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    efficiency: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    curves: dict[str, Any] = field(default_factory=dict)
+    noise: dict[str, Any] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"invalid status {self.status!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form: plain JSON types, fields in ``RECORD_FIELDS`` order."""
+        return {name: plain(getattr(self, name)) for name in RECORD_FIELDS}
+
+    @property
+    def suite(self) -> str:
+        """The suite the run belongs to (its folder in the store)."""
+        return str(self.spec["suite"])
+
+    @property
+    def method_id(self) -> str:
+        """The grid entry's id (its folder in the store)."""
+        return str(self.spec["method"]["id"])
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN; null reads as "not measured"
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "tolist") and callable(value.tolist):  # numpy arrays and scalars
-        return _plain(value.tolist())
-    return value
-
-
-def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no whitespace: the input of the identity hash."""
-    return json.dumps(_plain(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def _strip(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in NON_SEMANTIC_FIELDS}
-    return obj
-
-
-def run_id(spec: dict[str, Any]) -> str:
-    """``sha256(canonical_json(spec − NON_SEMANTIC_FIELDS))[:12]``, salted by IDENTITY_VERSION."""
-    payload = canonical_json({"identity_version": IDENTITY_VERSION, "spec": _strip(spec)})
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+RECORD_FIELDS = ("schema_version", "run_id", "kind", "spec", "env", "metrics", "efficiency", "status",
+                 "error", "curves", "noise", "diagnostics", "started_at", "finished_at")
+assert set(RECORD_FIELDS) == {f.name for f in dataclasses.fields(RunRecord)}
 
 
 def make_record(**fields: Any) -> dict[str, Any]:
-    """A record dict in frozen field order; unknown or missing fields are errors."""
+    """A record's stored form from keyword fields; unknown or missing fields are errors."""
     unknown = set(fields) - set(RECORD_FIELDS)
     if unknown:
         raise ValueError(f"unknown record fields: {sorted(unknown)}")
-    fields.setdefault("schema_version", SCHEMA_VERSION)
-    for name in ("metrics", "efficiency", "curves", "noise", "diagnostics"):
-        fields.setdefault(name, {})
-    fields.setdefault("error", None)
-    missing = set(RECORD_FIELDS) - set(fields)
+    required = [f.name for f in dataclasses.fields(RunRecord)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = set(required) - set(fields)
     if missing:
         raise ValueError(f"missing record fields: {sorted(missing)}")
-    if fields["status"] not in STATUSES:
-        raise ValueError(f"invalid status {fields['status']!r}")
-    return {name: _plain(fields[name]) for name in RECORD_FIELDS}
+    return RunRecord(**fields).to_json()
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
-"""``MIGRATIONS[n]`` upgrades a version-n record to n+1 (none yet: version 1 is the first)."""
+def _v1_to_v2(record: dict[str, Any]) -> dict[str, Any]:
+    task = (record.get("spec") or {}).get("task") or {}
+    kind = "generation" if task.get("kind") == "generation" else "classification"
+    out = {name: record.get(name) for name in RECORD_FIELDS if name in record or name == "kind"}
+    out.update(schema_version=2, kind=kind)
+    return {name: out[name] for name in RECORD_FIELDS if name in out}
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+"""``MIGRATIONS[n]`` upgrades a version-n record to n+1."""
 
 
 def migrate(record: dict[str, Any], where: str = "record") -> dict[str, Any]:
     """Upgrade an older record to the current schema; refuse newer ones."""
     version = record.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SCHEMA_VERSION:
         raise BenchError(f"{where}: schema_version {version!r} is not readable by this peftbench")
     while version < SCHEMA_VERSION:
         record = MIGRATIONS[version](record)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.results.record import migrate
+from bench.results.record import RunRecord, migrate
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
@@ -53,9 +53,16 @@ class Store:
         """True when a successful record for ``run_id`` exists."""
         return self.success_path(suite, method_id, run_id).exists()
 
-    def write(self, record: dict[str, Any]) -> Path:
-        """Store a record; never overwrites an existing file."""
+    def write(self, record: RunRecord | dict[str, Any], predictions: dict[str, Any] | None = None) -> Path:
+        """Store a record (and its per-item predictions first, if any); never overwrites a record.
+
+        ``record`` is a :class:`RunRecord` or its stored form (``RunRecord.to_json()``).
+        """
+        if isinstance(record, RunRecord):
+            record = record.to_json()
         spec = record["spec"]
+        if predictions:
+            self.write_predictions(spec["suite"], spec["method"]["id"], record["run_id"], predictions)
         suite, method_id, rid = spec["suite"], spec["method"]["id"], record["run_id"]
         if record["status"] == "success":
             path = self.success_path(suite, method_id, rid)

@@ -18,7 +18,14 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from bench.run.cell import CellResult, run_cell
+
+if TYPE_CHECKING:
+    from bench.run.jobs import Finish, Job
+
+T = TypeVar("T")
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -46,19 +53,17 @@ def thread_env(threads: int) -> Iterator[None]:
 def _init_worker(threads: int) -> None:
     import torch
 
-    from bench.api import quiet_libraries
+    from bench.run.quiet import quiet_libraries
 
     torch.set_num_threads(threads)
     quiet_libraries()
 
 
-def _timed_cell(cell: Any, spec: dict[str, Any], rid: str, data_dir: Path,
-                execution: Any = None) -> tuple[dict[str, Any], float]:
-    from bench.run.runner import run_cell
-
+def timed_cell(job: Job, data_dir: Path, execution: Any = None) -> tuple[CellResult, float]:
+    """Run one job's cell in a worker; (its result, seconds)."""
     start = time.perf_counter()
-    record = run_cell(cell, spec, rid, data_dir, None, execution)
-    return record, time.perf_counter() - start
+    result = run_cell(job.cell, data_dir, None, execution)
+    return result, time.perf_counter() - start
 
 
 def pool(jobs: int) -> ProcessPoolExecutor:
@@ -84,23 +89,22 @@ def _kill(executor: ProcessPoolExecutor) -> None:
     executor.shutdown(wait=False, cancel_futures=True)
 
 
-class CellPool:
-    """Runs ``(cell, spec, run_id, tag)`` items on ``jobs`` workers.
+class CellPool(Generic[T]):
+    """Runs items on ``jobs`` workers as ``fn(item, data_dir) -> (result, seconds)``.
 
-    :meth:`results` yields ``(item, record, seconds)`` as cells finish, or ``(item, None,
+    :meth:`results` yields ``(item, result, seconds)`` as cells finish, or ``(item, None,
     reason)`` when a worker died. :attr:`in_flight` holds the items submitted and not yet
     yielded, so a Ctrl-C anywhere can store them as canceled; :meth:`stop` kills the workers.
     """
 
-    def __init__(self, todo: list[tuple[Any, dict[str, Any], str, str]], data_dir: Path, jobs: int,
-                 fn: Callable[..., tuple[dict[str, Any], float]] = _timed_cell,
-                 on_start: Callable[[tuple[Any, dict[str, Any], str, str]], None] | None = None) -> None:
+    def __init__(self, todo: list[T], data_dir: Path, jobs: int, fn: Callable[..., tuple[Any, float]],
+                 on_start: Callable[[T], None] | None = None) -> None:
         self.queue, self.data_dir, self.jobs, self.fn = list(todo), data_dir, jobs, fn
         self.on_start = on_start
-        self.in_flight: dict[Future[Any], tuple[Any, dict[str, Any], str, str]] = {}
+        self.in_flight: dict[Future[Any], T] = {}
         self.executor: ProcessPoolExecutor | None = None
 
-    def results(self) -> Iterator[tuple[tuple[Any, dict[str, Any], str, str], dict[str, Any] | None, float | str]]:
+    def results(self) -> Iterator[tuple[T, Any, float | str]]:
         """Run everything; yield each cell's outcome as it finishes."""
         while self.queue:
             self.executor = pool(self.jobs)
@@ -108,18 +112,18 @@ class CellPool:
             while (self.queue or self.in_flight) and not broken:
                 while self.queue and len(self.in_flight) < self.jobs:
                     item = self.queue.pop(0)
-                    self.in_flight[self.executor.submit(self.fn, *item[:3], self.data_dir)] = item
+                    self.in_flight[self.executor.submit(self.fn, item, self.data_dir)] = item
                     if self.on_start is not None:
                         self.on_start(item)
                 done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
                 for future in done:
                     try:
-                        record, seconds = future.result()
+                        result, seconds = future.result()
                     except BrokenProcessPool:
                         broken = True
                         yield self.in_flight.pop(future), None, "its worker process died (killed, or out of memory?)"
                         continue
-                    yield self.in_flight.pop(future), record, seconds
+                    yield self.in_flight.pop(future), result, seconds
             if broken:  # cells still in flight died with the pool; the queue goes to a new one
                 for future in list(self.in_flight):
                     yield self.in_flight.pop(future), None, \
@@ -130,3 +134,27 @@ class CellPool:
         """Kill the workers (Ctrl-C): their cells are lost anyway and must not outlive the run."""
         if self.executor is not None:
             _kill(self.executor)
+
+
+def run_parallel(todo: list[Job], *, data_dir: Path, jobs: int, execution: Any, finish: Finish) -> None:
+    """Run ``todo`` on ``jobs`` workers, handing each outcome to ``finish`` as it arrives.
+
+    A cell whose worker died is finished as failed with that reason; at Ctrl-C the workers are
+    killed and every cell in flight is finished as canceled.
+    """
+    from functools import partial
+
+    from bench.run.jobs import interrupted
+
+    cells = CellPool(todo, data_dir, jobs, fn=partial(timed_cell, execution=execution),
+                     on_start=lambda job: finish.echo(f"{job.tag} {job.cell.label}: started"))
+    try:
+        for job, result, seconds in cells.results():
+            if result is None:  # the worker died: the cell failed, and says why
+                result, seconds = CellResult(interrupted(job, "failed", str(seconds))), 0.0
+            finish(job, result, float(seconds))
+    except KeyboardInterrupt:
+        cells.stop()
+        for job in cells.in_flight.values():
+            finish.canceled(job)
+        raise

@@ -15,7 +15,7 @@ import psutil
 import torch
 
 if TYPE_CHECKING:
-    from bench.sdk.train import TrainStats
+    from bench.sdk.loop import TrainStats
 
 GIB = float(2**30)
 

@@ -1,6 +1,6 @@
 """Fine-tuning a causal LM with a peft adapter on SFT data, and the fitted model lm-eval scores.
 
-The training loop is :func:`bench.sdk.train.train_loop` with a loss hook: the batch's per-token
+The training loop is :func:`bench.sdk.loop.train_loop` with a loss hook: the batch's per-token
 targets (answer tokens; -100 elsewhere) go to the model's own causal-LM loss, the mean over
 target tokens. Batches are length-grouped like classification batches (``group_by_length``),
 and throughput counts unpadded prompt + answer tokens.
@@ -19,11 +19,11 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from bench.data.sft import SftData, target_labels
 from bench.data.tokens import Encoded
 from bench.errors import BenchError
 from bench.sdk.fitted import load_converted, load_peft, save_initial
-from bench.data.sft import SftData, target_labels
-from bench.sdk.train import TrainStats, autocast, collate, count_parameters, train_loop
+from bench.sdk.loop import TrainStats, autocast, collate, count_parameters, train_loop
 
 #: Reload check of a generation model: the largest |Δp| of next-token probabilities allowed.
 RELOAD_TOLERANCE = 1e-5

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from bench.data.tokens import Encoded
-from bench.sdk.train import count_parameters, predict_logits, softmax
+from bench.sdk.loop import count_parameters, predict_logits, softmax
 
 
 @dataclass

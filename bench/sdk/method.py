@@ -2,15 +2,17 @@
 
 Both sides are Protocols: a method is any class with these attributes, registered with
 :func:`bench.sdk.registry.register_method`. Shared behaviour lives in helper functions
-(:mod:`bench.sdk.train`, :mod:`bench.sdk.fitted`), not in base classes.
+(:mod:`bench.sdk.loop`, :mod:`bench.sdk.fitted`), not in base classes. What the harness reads
+from a fitted model beyond the Protocol is typed here too: :class:`Diagnostics` (the keys it
+scores) and :class:`VariantPredictor` (extra prediction modes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
 import torch
@@ -61,6 +63,29 @@ class FitContext:
         return len(self.label_names)
 
 
+class Diagnostics(TypedDict, total=False):
+    """The keys of ``Fitted.diagnostics`` that the harness reads; a method may add its own.
+
+    Per-training-sample arrays (in ``ctx.train`` order) go to the run's ``.npz`` file as
+    ``train_<key>``; every other value is kept in the record's ``diagnostics`` (so it must be
+    JSON-able). ``selection_history`` is turned into ``detect_*`` curves and not stored as is.
+    """
+
+    selected_clean: NDArray[np.bool_]
+    """Per training sample: True where the method kept the sample as clean (detection P/R/F1)."""
+    clean_score: NDArray[np.float64]
+    """Per training sample: higher = more likely clean (detection AUROC)."""
+    selection_history: list[dict[str, Any]]
+    """Per selection epoch: ``epoch``, ``selected_clean``, ``clean_score`` and any per-sample
+    arrays (``loss``, ``pred_<model>``) the curves summarise over truly clean/noisy samples."""
+    relabels: NDArray[np.int64]
+    """Per training sample: the method's new label, -1 where it kept the observed one."""
+
+
+#: The per-training-sample keys of :class:`Diagnostics` that the harness checks for length.
+SAMPLE_KEYS = ("selected_clean", "clean_score", "relabels")
+
+
 class Fitted(Protocol):
     """A trained method, as the harness evaluates and stores it."""
 
@@ -83,8 +108,19 @@ class Fitted(Protocol):
         """Write what :meth:`Method.load` needs to rebuild this model on a fresh base."""
         ...
 
-    # Optional: ``predict_variants(data) -> dict[str, NDArray]`` returns other prediction
-    # modes (e.g. ``{"ensemble_n1": ..., "ensemble_n16": ...}``); the harness scores each.
+
+
+@runtime_checkable
+class VariantPredictor(Protocol):
+    """Optional on a classification ``Fitted``: other prediction modes, each scored in full.
+
+    E.g. a test-time ensemble at several sizes (``{"ensemble_n1": ..., "ensemble_n16": ...}``);
+    each variant's metrics go under ``metrics["variants"][name]``.
+    """
+
+    def predict_variants(self, data: Encoded) -> Mapping[str, NDArray[np.float64]]:
+        """Class probabilities ``[n, K]`` per variant name."""
+        ...
 
 
 class Method(Protocol):

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from bench.data.tokens import Encoded
-from bench.sdk.train import predict_logits
+from bench.sdk.loop import predict_logits
 
 
 def per_sample_loss(model: nn.Module, data: Encoded, *, batch_size: int, device: torch.device, precision: str,

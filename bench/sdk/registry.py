@@ -40,6 +40,8 @@ class MethodEntry:
     adapter: type[Any]
     config: type[Any]
     version: str
+    kinds: tuple[str, ...] = ("classification",)
+    """The task kinds the method trains (``classification``, ``generation``)."""
 
 
 _REGISTERED: dict[str, MethodEntry] = {}
@@ -51,15 +53,20 @@ def check_name(name: str) -> None:
         raise ValueError(f"Invalid method name {name!r}: use lowercase letters, digits, '-', '_'")
 
 
-def register_method(name: str, *, config: type[Any], version: str = "1") -> Any:
+def register_method(name: str, *, config: type[Any], version: str = "1",
+                    kinds: tuple[str, ...] = ("classification",)) -> Any:
     """Class decorator that registers a method adapter under ``name``.
 
     Args:
         name: Lowercase registry name, e.g. ``"lora"``.
         config: The method's frozen config dataclass.
         version: Bump it when a fix changes the method's numbers: it is part of run identity.
+        kinds: The task kinds ``fit`` handles; a suite pairing the method with another kind
+            is refused before any cell runs.
     """
     check_name(name)
+    if not kinds or len(set(kinds)) != len(kinds):
+        raise ValueError(f"Invalid kinds for method {name!r}: {kinds!r}")
 
     def wrap(cls: type[Any]) -> type[Any]:
         old = _REGISTERED.get(name)
@@ -68,7 +75,7 @@ def register_method(name: str, *, config: type[Any], version: str = "1") -> Any:
         if old is not None and not same:
             raise ValueError(f"Method {name!r} is already registered by {old.adapter!r}")
         cls.name, cls.version, cls.config_cls = name, version, config
-        _REGISTERED[name] = MethodEntry(name, cls, config, version)
+        _REGISTERED[name] = MethodEntry(name, cls, config, version, tuple(kinds))
         return cls
 
     return wrap

@@ -1,1 +1,1 @@
-"""TODO"""
+"""What a suite says: YAML parsing, strict config coercion, the cell grid and run identity."""

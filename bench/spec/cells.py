@@ -1,22 +1,27 @@
-"""The grid of a suite and each cell's fully resolved spec (the input of its identity)."""
+"""The grid of a suite (:class:`Cell`) and a cell resolved once for identity and execution.
+
+A :class:`ResolvedCell` is made by :func:`bench.run.runner.resolve` before anything runs: the
+method's config built with its defaults, the noise with the task's default asymmetric map
+filled in, the data digests, and the run id of that spec. Execution reads the same object, so
+what is hashed is what runs.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.spec.config import build
 from bench.data.loaders import file_digest, find_dataset, split_file
 from bench.data.noise import NoiseSpec
+from bench.sdk.registry import MethodEntry
 from bench.spec.generation import GenerationTaskSpec
-from bench.sdk.registry import get_method
 from bench.spec.suite import MethodSpec, Suite, TaskSpec, TrainConfig
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One run: task × noise × method × seed, with everything resolved."""
+    """One run: task × noise × method × seed, as the suite states it."""
 
     suite: str
     model: str
@@ -27,11 +32,41 @@ class Cell:
     train: TrainConfig
 
     @property
+    def kind(self) -> str:
+        """The task kind that runs this cell (``classification`` or ``generation``)."""
+        return self.task.KIND
+
+    @property
     def label(self) -> str:
         """Short display name."""
         noise = "real-noise" if getattr(self.task, "truth_field", None) and self.noise.kind == "none" \
             else self.noise.label()  # the data's own labels, scored against its gold field (as in reports)
         return f"{self.task.name} {noise} {self.method.id} seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class ResolvedCell:
+    """A cell with everything resolved: what is hashed into ``run_id`` is what executes."""
+
+    cell: Cell
+    noise: NoiseSpec
+    """The cell's noise, with the task's default asymmetric map filled in (METHODS.md §1.2)."""
+    method: MethodEntry
+    config: Any
+    """The method's config dataclass, built with its defaults."""
+    spec: dict[str, Any]
+    """The resolved spec: the record's ``spec`` and the input of the identity hash."""
+    run_id: str
+
+    @property
+    def kind(self) -> str:
+        """The task kind that runs this cell."""
+        return self.cell.kind
+
+    @property
+    def label(self) -> str:
+        """Short display name."""
+        return self.cell.label
 
 
 def plan(suite: Suite) -> list[Cell]:
@@ -44,7 +79,7 @@ def plan(suite: Suite) -> list[Cell]:
 
 
 def data_version(task: TaskSpec, data_dir: Path) -> str:
-    """Digest of the files a task reads (all splits present in its folders)."""
+    """Digest of the files a classification task reads (all splits present in its folders)."""
     folders = {find_dataset(task.dataset, data_dir)}
     if task.train_dataset:
         folders.add(find_dataset(task.train_dataset, data_dir))
@@ -55,34 +90,3 @@ def data_version(task: TaskSpec, data_dir: Path) -> str:
             if path is not None:
                 digests.append(f"{folder.name}/{path.name}:{file_digest(path)[:16]}")
     return ",".join(sorted(set(digests)))
-
-
-def resolve_spec(cell: Cell, data_dir: Path) -> dict[str, Any]:
-    """The cell's resolved spec: method config with defaults, data digest, noise, training.
-
-    Raises:
-        BenchError: unknown method, bad method config, missing data.
-    """
-    entry = get_method(cell.method.method)
-    config = build(entry.config, cell.method.config, f"{cell.suite}: methods.{cell.method.id}.config")
-    noise = asdict(cell.noise)
-    if cell.noise.kind == "asymmetric" and cell.noise.pair_map is None:
-        noise["pair_map"] = getattr(cell.task, "pair_map", None)  # the task's default map (METHODS.md §1.2)
-    noise["label"] = cell.noise.label()
-    task = {k: v for k, v in asdict(cell.task).items() if k != "noise"}  # the cell's noise is below
-    if isinstance(cell.task, GenerationTaskSpec):
-        from bench.evaluate.lm_tasks import resolve_generation_task
-
-        task.update(resolve_generation_task(cell.task, entry, data_dir))
-    else:
-        task["data_version"] = data_version(cell.task, data_dir)
-    return {
-        "suite": cell.suite,
-        "task": task,
-        "noise": noise,
-        "model": {"name": cell.model},
-        "method": {"id": cell.method.id, "name": entry.name, "version": entry.version,
-                   "config": asdict(config)},
-        "train": asdict(cell.train),
-        "seed": cell.seed,
-    }

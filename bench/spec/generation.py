@@ -19,10 +19,10 @@ This module is free of torch so that suites validate (and ``bench ls`` runs) wit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from bench.spec.config import build
 from bench.errors import BenchError
+from bench.spec.config import build
 
 FORMATS = ("gsm8k", "alpaca", "fields")
 GENERATION = "generation"
@@ -138,6 +138,9 @@ class GenerationTaskSpec:
     """The evaluations of the fitted model: lm-eval tasks and HumanEval."""
     noise: None = None
     """Generation tasks take no label noise (kept for the grid's task × noise product)."""
+
+    KIND: ClassVar[str] = GENERATION
+    """The task kind that runs it (:mod:`bench.kinds`)."""
 
     def __post_init__(self) -> None:
         if self.kind != GENERATION:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
-from bench.spec.config import apply_override, build, merge
 from bench.data.noise import NoiseSpec
 from bench.errors import BenchError, did_you_mean
+from bench.spec.config import apply_override, build, merge
 from bench.spec.generation import GenerationTaskSpec, build_generation_task, is_generation
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -86,6 +86,9 @@ class TaskSpec:
     """Default asymmetric-noise map for this task (METHODS.md §1.2), e.g. ``sst5``."""
     noise: tuple[NoiseSpec, ...] | None = None
     """This task's noise settings, replacing the suite's list (e.g. only asym-40% on TREC)."""
+
+    KIND: ClassVar[str] = "classification"
+    """The task kind that runs it (:mod:`bench.kinds`); not a field, so not in the spec."""
 
 
 @dataclass(frozen=True)

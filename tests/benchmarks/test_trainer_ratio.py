@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from bench.errors import BenchError
+from bench.sdk.loop import resolve_precision
 from bench.spec.suite import TrainConfig
-from bench.sdk.train import resolve_precision
 from benchmarks.trainer_ratio import compare, load_trec
 
 pytestmark = pytest.mark.integration

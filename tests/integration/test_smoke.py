@@ -45,9 +45,9 @@ import pytest
 
 from bench import api
 from bench.cli import main
-from bench.results.compare import ALL_CELLS
 from bench.data.loaders import resolve_data_dir
 from bench.errors import BenchError
+from bench.results.compare import ALL_CELLS
 from bench.spec.suite import load_suite
 
 pytestmark = pytest.mark.integration

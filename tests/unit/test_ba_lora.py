@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bench.errors import CellError
-from bench.sdk.train import collate, cross_entropy_loss, predict_logits, softmax
+from bench.sdk.loop import collate, cross_entropy_loss, predict_logits, softmax
 from methods import ba_lora
 from methods.ba_lora import REFERENCE, BaLoraAdapter, BaLoraConfig
 from methods.ba_lora_losses import (

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from bench.sdk.causal import CausalFitted, mean_target_loss, reload_check, sft_data
-from bench.spec.config import build
 from bench.errors import BenchError
+from bench.sdk.causal import CausalFitted, mean_target_loss, reload_check, sft_data
 from bench.sdk.method import FitContext
 from bench.sdk.registry import get_method
+from bench.spec.config import build
 from tests.causal_helpers import sft_ctx
 
 MODEL = "random:tiny-llama"

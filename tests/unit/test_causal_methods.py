@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.sdk.causal import CausalFitted, mean_target_loss, reload_check, sft_data, wrap_causal_lora
-from bench.spec.config import build
-from bench.sdk.registry import get_method
 from bench.data.sft import SftData
+from bench.sdk.causal import CausalFitted, mean_target_loss, reload_check, sft_data, wrap_causal_lora
+from bench.sdk.registry import get_method
+from bench.spec.config import build
 from methods.ba_lora_losses import Objective
 from methods.lora_dropout import (
     LoraDropoutConfig,

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import torch
 
+from bench.errors import BenchError
 from bench.models import causal as causal_models
 from bench.models.causal import atomic_folder, causal_base, convert_gguf, resolve_causal
-from bench.errors import BenchError
 
 
 def test_atomic_folder_writes_once_and_leaves_nothing_on_a_crash(tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.results.compare import ALL_CELLS, compare, parse_fail
 from bench.evaluate.classification import classification_metrics
+from bench.results.compare import ALL_CELLS, compare
+from bench.results.gate import parse_fail
 from bench.results.record import make_record
 from bench.results.store import Store
 
@@ -266,7 +267,7 @@ def test_markdown_output_is_a_table(tmp_path: Path, capsys: pytest.CaptureFixtur
 # --- multiple comparisons ------------------------------------------------------------------
 
 def test_holm_adjust_hand_computed() -> None:
-    from bench.results.compare import holm_adjust
+    from bench.results.gate import holm_adjust
 
     # sorted 0.01, 0.02, 0.03, 0.04 of m = 4: 4·0.01 = 0.04, 3·0.02 = 0.06, 2·0.03 = 0.06, 1·0.04 = 0.04 → running max
     assert holm_adjust([0.03, 0.01, 0.04, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
@@ -344,7 +345,7 @@ def test_a_single_new_seed_is_not_tested_against_its_own_baseline_twin(tmp_path:
 
 
 def test_one_sided_p_points_the_bad_way() -> None:
-    from bench.results.compare import one_sided
+    from bench.results.gate import one_sided
 
     assert one_sided(0.04, -0.03, bad_down=True) == pytest.approx(0.02)   # a drop in accuracy
     assert one_sided(0.04, +0.03, bad_down=True) == pytest.approx(0.98)   # a gain is no evidence of harm

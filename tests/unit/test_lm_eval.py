@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from bench.evaluate.generation import calibration, choice_probabilities, evaluate_model, per_item
-from bench.spec.generation import EvalSpec
 from bench.evaluate.lm_tasks import configs_hash, resolve_tasks, subsample, templates_dir
+from bench.spec.generation import EvalSpec
 from tests.causal_helpers import tiny_data_dir
 
 
@@ -83,8 +83,8 @@ def test_ece_from_choice_loglikelihoods_by_hand() -> None:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One evaluation pass of a LoRA-wrapped tiny random Llama over a handful of GSM8K and MMLU items."""
-    from bench.sdk.causal import wrap_causal_lora
     from bench.models.causal import causal_base, load_causal_tokenizer
+    from bench.sdk.causal import wrap_causal_lora
 
     data = tiny_data_dir(tmp_path_factory.mktemp("data"))
     model = wrap_causal_lora(causal_base("random:tiny-llama", "fp32").new(), r=2, alpha=4, dropout=0.0,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bench.models.encoder import head_names
-from bench.sdk.train import collate, wrap_lora
+from bench.sdk.loop import collate, wrap_lora
 from methods.lora import LoraAdapter, LoraConfig
 from methods.lora_dropout import (
     LoraDropoutAdapter,

@@ -13,19 +13,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.spec.config import build
 from bench.errors import CellError
 from bench.evaluate.classification import relabel_metrics, selection_curves
-from bench.sdk.noisy import cross_entropy_np, gmm_clean_probability, masked_mean, reverse_cross_entropy, smallest_fraction
+from bench.sdk.noisy import (
+    cross_entropy_np,
+    gmm_clean_probability,
+    masked_mean,
+    reverse_cross_entropy,
+    smallest_fraction,
+)
 from bench.sdk.registry import get_method
+from bench.spec.config import build
 from methods.co_teaching import exchange_loss, keep_rate
-from methods.delora import (
+from methods.delora import DeloraAdapter
+from methods.delora_detector import (
     CLEAN,
     NOISY,
-    DeloraAdapter,
     DetectorObjective,
-    _detector_model,
     clean_probability,
+    detector_model,
     parameter_change,
     taus,
 )
@@ -71,14 +77,14 @@ def _objective_batch(config: dict):
     entry = get_method("delora-nld")
     cfg = build(entry.config, {"r": 4, "alpha": 8, "dropout": 0.0, **config}, "delora-nld")
     ctx = make_ctx()
-    model, _ = _detector_model(ctx, cfg)
+    model, _ = detector_model(ctx, cfg)
     with torch.no_grad():  # move the adapters off their zero init so the passes differ
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.5)
     objective = DetectorObjective(model, cfg)
     index = np.arange(8)
-    from bench.sdk.train import collate
+    from bench.sdk.loop import collate
 
     inputs = collate(ctx.train, index, 0, torch.device("cpu"))
     return model, objective, inputs, torch.from_numpy(ctx.train.labels[index]), index
@@ -154,7 +160,7 @@ def test_detector_objective_separate_ce_mode() -> None:
 
 def test_detector_trains_both_adapters_and_the_shared_head_only() -> None:
     entry = get_method("delora-nld")
-    model, _ = _detector_model(make_ctx(), build(entry.config, {"r": 4}, "delora-nld"))
+    model, _ = detector_model(make_ctx(), build(entry.config, {"r": 4}, "delora-nld"))
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert any(f".{CLEAN}." in n for n in names) and any(f".{NOISY}." in n for n in names)
     assert all("lora_" in n or "classifier" in n for n in names)

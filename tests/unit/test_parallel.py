@@ -63,7 +63,7 @@ def test_jobs_give_the_numbers_of_one_process_at_the_same_thread_count(tmp_path:
     assert len(again.skipped) == 3 and not again.ran
 
 
-def die_on_b(cell: Any, spec: dict[str, Any], rid: str, data_dir: Path) -> tuple[dict[str, Any], float]:
+def die_on_b(rid: str, data_dir: Path) -> tuple[dict[str, Any], float]:
     """A cell function for the pool test: the worker running cell 'b' dies at once."""
     if rid == "b":
         os._exit(9)
@@ -71,8 +71,8 @@ def die_on_b(cell: Any, spec: dict[str, Any], rid: str, data_dir: Path) -> tuple
 
 
 def test_a_dead_worker_fails_its_cell_and_the_rest_run_in_a_new_pool(tmp_path: Path) -> None:
-    todo = [(None, {}, rid, f"[{i}/4]") for i, rid in enumerate("abcd", start=1)]
-    outcomes = {item[2]: (record, seconds) for item, record, seconds in
+    todo = list("abcd")
+    outcomes = {item: (record, seconds) for item, record, seconds in
                 CellPool(todo, tmp_path, jobs=1, fn=die_on_b).results()}
     assert sorted(outcomes) == ["a", "b", "c", "d"]
     assert outcomes["b"][0] is None and "worker process died" in str(outcomes["b"][1])

@@ -1,4 +1,4 @@
-"""Tests for bench.results.record: run identity, record construction, schema migration."""
+"""Tests for bench.spec.identity and bench.results.record: run identity, records, schema migration."""
 
 from __future__ import annotations
 
@@ -12,15 +12,9 @@ import numpy as np
 import pytest
 
 from bench.errors import BenchError
-from bench.results.record import (
-    NON_SEMANTIC_FIELDS,
-    RECORD_FIELDS,
-    SCHEMA_VERSION,
-    canonical_json,
-    make_record,
-    migrate,
-    run_id,
-)
+from bench.results.record import RECORD_FIELDS, SCHEMA_VERSION, RunRecord, make_record, migrate
+from bench.results.store import Store
+from bench.spec.identity import NON_SEMANTIC_FIELDS, canonical_json, run_id
 
 
 def spec() -> dict[str, Any]:
@@ -35,7 +29,7 @@ def spec() -> dict[str, Any]:
     }
 
 
-# Computed once with bench.results.record.run_id and checked by hand as
+# Computed once with bench.spec.identity.run_id and checked by hand as
 # sha256('{"identity_version":1,"spec":{...spec without "suite" and method "id"...}}')[:12]
 # with sorted keys and no whitespace. If this changes, every stored record loses its
 # identity: bump IDENTITY_VERSION on purpose instead of editing this value.
@@ -133,8 +127,9 @@ def test_make_record_field_order_and_defaults() -> None:
     fields = minimal(metrics={"accuracy": 0.5})
     record = make_record(**dict(reversed(list(fields.items()))))
     assert tuple(record) == RECORD_FIELDS
-    assert RECORD_FIELDS[:3] == ("schema_version", "run_id", "spec")
-    assert record["schema_version"] == SCHEMA_VERSION == 1
+    assert RECORD_FIELDS[:4] == ("schema_version", "run_id", "kind", "spec")
+    assert record["schema_version"] == SCHEMA_VERSION == 2
+    assert record["kind"] == "classification"
     assert record["metrics"] == {"accuracy": 0.5}
     assert record["error"] is None
     assert record["efficiency"] == record["curves"] == record["noise"] == record["diagnostics"] == {}
@@ -215,3 +210,54 @@ def test_migrate_missing_version_is_refused() -> None:
     del record["schema_version"]
     with pytest.raises(BenchError, match="schema_version None"):
         migrate(record)
+
+
+def v1_record(**extra: Any) -> dict[str, Any]:
+    """A record as schema version 1 stored it: no ``kind`` field."""
+    record = make_record(**minimal(**extra))
+    del record["kind"]
+    record["schema_version"] = 1
+    return record
+
+
+def test_migrate_v1_classification_record_gains_its_kind() -> None:
+    old = v1_record(metrics={"accuracy": 0.5})
+    new = migrate(copy.deepcopy(old))
+    assert tuple(new) == RECORD_FIELDS
+    assert new["schema_version"] == 2 and new["kind"] == "classification"
+    assert {k: v for k, v in new.items() if k not in ("schema_version", "kind")} == \
+        {k: v for k, v in old.items() if k != "schema_version"}
+
+
+def test_migrate_v1_generation_record_is_generation() -> None:
+    old = v1_record()
+    old["spec"]["task"] = {"name": "gsm8k", "dataset": "gsm8k", "kind": "generation"}
+    assert migrate(old)["kind"] == "generation"
+
+
+def test_store_loads_v1_records_as_current(tmp_path: Any) -> None:
+    # a v1 file written by an earlier peftbench (the committed baselines are such files)
+    folder = tmp_path / "tiny" / "lora"
+    folder.mkdir(parents=True)
+    (folder / "007c14c029ec.json").write_text(json.dumps(v1_record(metrics={"accuracy": 0.5})))
+    (record,) = Store(tmp_path).records("tiny")
+    assert record["schema_version"] == SCHEMA_VERSION and record["kind"] == "classification"
+    assert record["metrics"] == {"accuracy": 0.5}
+
+
+def test_committed_baseline_loads_through_migration() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "results" / "baselines" / "noisy-text-smoke"
+    records = Store(root).records("noisy-text-smoke")
+    assert len(records) == 144  # seeds 0-5 × 24 cells (results/baselines/README.md)
+    assert {r["kind"] for r in records} == {"classification"}
+    assert {r["schema_version"] for r in records} == {SCHEMA_VERSION}
+
+
+def test_run_record_is_frozen_and_typed() -> None:
+    record = RunRecord(**minimal())
+    with pytest.raises(AttributeError):
+        record.status = "failed"  # type: ignore[misc]
+    assert record.suite == "tiny" and record.method_id == "lora"
+    assert record.to_json() == make_record(**minimal())

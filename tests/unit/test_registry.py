@@ -112,7 +112,7 @@ def test_get_method_lora(lora_imported: None) -> None:
 
     entry = get_method("lora")
     assert isinstance(entry, MethodEntry)
-    assert entry == MethodEntry("lora", LoraAdapter, LoraConfig, "2")
+    assert entry == MethodEntry("lora", LoraAdapter, LoraConfig, "2", ("classification", "generation"))
     assert (LoraAdapter.name, LoraAdapter.version, LoraAdapter.config_cls) == ("lora", "2", LoraConfig)
     assert get_method("lora") is entry  # memoised
     assert LoraConfig().r == 8

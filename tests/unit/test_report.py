@@ -236,7 +236,7 @@ def test_reliability_pooling_is_count_weighted() -> None:
 
 def test_variant_rows_are_in_the_leaderboard_but_not_on_plots(tmp_path: Path, monkeypatch) -> None:
     import bench.report as report
-    from bench.api import expand_variants
+    from bench.results.query import expand_variants
 
     plotted: list = []
     monkeypatch.setattr(report, "_plots", lambda recs, out: plotted.extend(recs) or [])
@@ -271,7 +271,7 @@ def test_api_summarize_reads_the_store(tmp_path: Path) -> None:
 
 
 def test_real_noise_tasks_are_not_labelled_clean() -> None:
-    from bench.report.markdown import cell_of
+    from bench.results.query import cell_of
 
     spec = {"task": {"name": "hausa", "truth_field": "clean_label"}, "noise": {"kind": "none", "rate": 0.0,
             "label": "clean"}, "model": {"name": "minilm"}, "method": {"id": "lora"}}
@@ -293,7 +293,7 @@ def test_collapsed_runs_are_listed_and_stay_in_the_means() -> None:
 
 
 def test_runs_of_different_settings_in_one_cell_are_not_averaged_as_seeds(tmp_path: Path) -> None:
-    from bench.api import label_settings
+    from bench.results.query import label_settings
 
     base = make_record("b0", seed=0, accuracy=0.30)
     sft = make_record("s0", seed=0, accuracy=0.50)
@@ -312,7 +312,7 @@ def test_runs_of_different_settings_in_one_cell_are_not_averaged_as_seeds(tmp_pa
 
 
 def test_unfinished_runs_are_named_failed_or_canceled() -> None:
-    from bench.report.markdown import unfinished_text
+    from bench.report.tables import unfinished_text
 
     assert unfinished_text({"n_failed": 0, "n_canceled": 0}) == ""
     assert unfinished_text({"n_failed": 1, "n_canceled": 1}) == " (+1 canceled)"

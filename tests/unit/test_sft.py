@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.spec.config import build
-from bench.errors import BenchError
-from bench.spec.generation import GenerationTaskSpec
 from bench.data.sft import Pairs, encode_pairs, format_pair, load_pairs, target_labels
-from bench.sdk.train import make_batches
+from bench.errors import BenchError
+from bench.sdk.loop import make_batches
+from bench.spec.config import build
+from bench.spec.generation import GenerationTaskSpec
 from tests.causal_helpers import WORDS, word_tokenizer, write_jsonl
 
 ID = {w: i for i, w in enumerate(WORDS)}

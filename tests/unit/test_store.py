@@ -62,8 +62,9 @@ def test_file_format_is_stable(tmp_path: Path) -> None:
     # golden: fields in RECORD_FIELDS order, indent 1, trailing newline
     assert path.read_text() == """\
 {
- "schema_version": 1,
+ "schema_version": 2,
  "run_id": "0123456789ab",
+ "kind": "classification",
  "spec": {
   "suite": "tiny",
   "method": {
@@ -263,9 +264,9 @@ def test_newer_schema_is_refused_naming_the_file(tmp_path: Path) -> None:
     store = Store(tmp_path)
     path = store.write(record())
     newer = json.loads(path.read_text())
-    newer["schema_version"] = 2
+    newer["schema_version"] = 3
     path.write_text(json.dumps(newer))
-    with pytest.raises(BenchError, match=f"{path}: schema_version 2 is not readable"):
+    with pytest.raises(BenchError, match=f"{path}: schema_version 3 is not readable"):
         store.records()
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.spec.config import apply_override, build, merge
 from bench.data.noise import NoiseSpec
 from bench.errors import BenchError
+from bench.spec.config import apply_override, build, merge
 from bench.spec.suite import (
     MethodSpec,
     ModelSpec,

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from bench.errors import CellError
 from bench.models.encoder import base_model
+from bench.sdk.loop import collate, linear_schedule, make_batches, train_loop
 from bench.spec.suite import TrainConfig
-from bench.sdk.train import collate, linear_schedule, make_batches, train_loop
 from tests.helpers import N_CLASSES, TINY, synthetic
 
 
@@ -107,7 +107,7 @@ def test_nan_loss_is_a_cell_error() -> None:
 
 
 def test_wrap_lora_extra_modules_to_save_train_beside_the_head() -> None:
-    from bench.sdk.train import wrap_lora
+    from bench.sdk.loop import wrap_lora
 
     def trainable(model: torch.nn.Module) -> set[str]:
         return {n.split(".modules_to_save.")[0] for n, p in model.named_parameters()

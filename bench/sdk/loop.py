@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -161,26 +161,66 @@ EpochHook = Callable[[int, float], None]
 """``on_epoch_end(epoch, mean_train_loss)``: evaluate, log curves, adjust state."""
 
 
+def _optimizer(model: nn.Module, cfg: TrainConfig, head: Sequence[str], total: int,
+               params: list[dict[str, Any]] | None) -> tuple[Any, Any, list[nn.Parameter]]:
+    """AdamW over ``params`` (default :func:`param_groups`), its schedule, and the trained tensors."""
+    groups = params if params is not None else param_groups(model, cfg, head)
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, foreach=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total, cfg.warmup_ratio))
+    return optimizer, scheduler, [p for g in groups for p in g["params"]]
+
+
+@dataclass
+class _Step:
+    """One optimiser step's fixed inputs (what :func:`train_loop` passes to every step)."""
+
+    model: nn.Module
+    data: Encoded
+    labels: torch.Tensor
+    cfg: TrainConfig
+    device: torch.device
+    precision: str
+    pad_id: int
+    loss_fn: LossFn
+    with_index: bool
+    optimizer: Any
+    scheduler: Any
+    trainable: list[nn.Parameter]
+
+    def __call__(self, index: NDArray[np.int64]) -> torch.Tensor:
+        """Forward, backward, clip, step; returns the detached loss."""
+        inputs = collate(self.data, index, self.pad_id, self.device)
+        with autocast(self.device, self.precision):
+            labels = self.labels[index].to(self.device)
+            loss = (self.loss_fn(self.model, inputs, labels, index) if self.with_index
+                    else self.loss_fn(self.model, inputs, labels))
+        loss.backward()  # type: ignore[no-untyped-call]
+        if self.cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach().float()
+
+
+def _count(stats: TrainStats, index: NDArray[np.int64], lengths: NDArray[np.int64]) -> None:
+    stats.steps += 1
+    n_tokens = int(lengths[index].sum())
+    stats.samples, stats.tokens = stats.samples + len(index), stats.tokens + n_tokens
+    if stats.steps > WARMUP_STEPS_UNTIMED:
+        stats.timed_samples += len(index)
+        stats.timed_tokens += n_tokens
+
+
 def train_loop(*, model: nn.Module, data: Encoded, cfg: TrainConfig, seed: int, device: torch.device,
                precision: str, head: Sequence[str], pad_id: int, loss_fn: LossFn = cross_entropy_loss,
                on_epoch_end: EpochHook | None = None, progress: Any = None,
                params: list[dict[str, Any]] | None = None, with_index: bool = False) -> TrainStats:
     """Train ``model`` on ``data`` with AdamW, warm-up + linear decay and gradient clipping.
 
-    Args:
-        model: the model to train in place (moved to ``device``).
-        data: training items with the labels to fit.
-        cfg: hyperparameters (epochs, batch size, learning rates, schedule, clipping).
-        seed: seeds batch order and torch RNG (dropout).
-        device: where to train.
-        precision: ``bf16`` (autocast) or ``fp32``.
-        head: names of the classification-head modules (trained at ``head_lr``).
-        pad_id: the tokenizer's pad token id.
-        loss_fn: the loss hook; methods with their own objective pass theirs.
-        on_epoch_end: called after each epoch with (epoch, mean training loss).
-        progress: a tqdm-like factory, or None for no bar.
-        params: optimizer parameter groups; default :func:`param_groups` (head at ``head_lr``).
-        with_index: pass the batch's positions in ``data`` to ``loss_fn`` as a fourth argument.
+    The keywords are those of :func:`train` (which takes most of them from a FitContext), plus
+    ``cfg`` (hyperparameters), ``seed`` (batch order and torch RNG), ``device``, ``precision``
+    (``bf16`` autocast or ``fp32``), ``pad_id`` and ``progress`` (a tqdm-like factory or None).
 
     Raises:
         CellError: on a non-finite loss.
@@ -192,11 +232,9 @@ def train_loop(*, model: nn.Module, data: Encoded, cfg: TrainConfig, seed: int, 
     epochs = [make_batches(lengths, cfg.batch_size, rng=rng, group_by_length=cfg.group_by_length)
               for _ in range(cfg.epochs)]
     total = sum(len(e) for e in epochs)
-    groups = params if params is not None else param_groups(model, cfg, head)
-    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, foreach=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total, cfg.warmup_ratio))
-    trainable = [p for g in groups for p in g["params"]]
-    labels_all = torch.from_numpy(data.labels)
+    optimizer, scheduler, trainable = _optimizer(model, cfg, head, total, params)
+    step = _Step(model, data, torch.from_numpy(data.labels), cfg, device, precision, pad_id, loss_fn, with_index,
+                 optimizer, scheduler, trainable)
     stats, start = TrainStats(), time.perf_counter()
     timer = start
     bar = progress(total=total, desc="train", unit="step", leave=False) if progress else None
@@ -206,23 +244,8 @@ def train_loop(*, model: nn.Module, data: Encoded, cfg: TrainConfig, seed: int, 
             if stats.steps == WARMUP_STEPS_UNTIMED:
                 _sync(device)
                 timer = time.perf_counter()
-            inputs = collate(data, index, pad_id, device)
-            with autocast(device, precision):
-                labels = labels_all[index].to(device)
-                loss = loss_fn(model, inputs, labels, index) if with_index else loss_fn(model, inputs, labels)
-            loss.backward()  # type: ignore[no-untyped-call]
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            running += loss.detach().float()
-            stats.steps += 1
-            n_tokens = int(lengths[index].sum())
-            stats.samples, stats.tokens = stats.samples + len(index), stats.tokens + n_tokens
-            if stats.steps > WARMUP_STEPS_UNTIMED:
-                stats.timed_samples += len(index)
-                stats.timed_tokens += n_tokens
+            running += step(index)
+            _count(stats, index, lengths)
             if stats.steps % 20 == 0:
                 _check_finite(running, epoch, stats.steps)
             if bar is not None:
@@ -309,3 +332,28 @@ def new_lora_classifier(ctx: Any, config: Any, **extra: Any) -> tuple[nn.Module,
     model = wrap_lora(base, head=head, r=config.r, alpha=config.alpha, dropout=config.dropout,
                       target_modules=config.target_modules, **extra)
     return model, head
+
+
+def train(model: nn.Module, ctx: Any, *, head: Sequence[str], data: Encoded | None = None,
+          epochs: int | None = None, seed: int | None = None, loss_fn: LossFn = cross_entropy_loss,
+          on_epoch_end: EpochHook | None = None, params: list[dict[str, Any]] | None = None,
+          with_index: bool = False) -> TrainStats:
+    """:func:`train_loop` with the device, precision, pad id, progress and hyperparameters of ``ctx``.
+
+    Args:
+        model: the model to train in place.
+        ctx: the method's :class:`~bench.sdk.method.FitContext`.
+        head: names of the classification-head modules (trained at ``head_lr``); ``()`` for none.
+        data: what to train on (default ``ctx.train``, the observed labels).
+        epochs: replaces ``ctx.train_config.epochs`` (a method's own stage lengths).
+        seed: replaces ``ctx.seed`` (e.g. one seed per cross-validation fold).
+        loss_fn: the loss hook (default: cross-entropy of the model's logits).
+        on_epoch_end: called after each epoch with (epoch, mean training loss).
+        params: optimizer parameter groups (default: head at ``head_lr``, the rest at ``lr``).
+        with_index: pass the batch's positions in ``data`` to ``loss_fn`` as a fourth argument.
+    """
+    cfg = ctx.train_config if epochs is None else replace(ctx.train_config, epochs=epochs)
+    return train_loop(model=model, data=ctx.train if data is None else data, cfg=cfg,
+                      seed=ctx.seed if seed is None else seed, device=ctx.device, precision=ctx.precision,
+                      head=head, pad_id=ctx.tokenizer.pad_token_id, loss_fn=loss_fn, on_epoch_end=on_epoch_end,
+                      progress=ctx.progress, with_index=with_index, params=params)

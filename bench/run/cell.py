@@ -1,0 +1,104 @@
+"""The one cell lifecycle: setup → train → evaluate → reload check → record, for every task kind.
+
+Each phase is measured (:class:`bench.run.profile.Phase`); the kind supplies what differs
+(:class:`bench.kinds.base.TaskKind`). A failing cell returns a failed record with its reason
+instead of raising, so a bug in one method never stops a suite or loses other results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.errors import CellError, failure_text
+from bench.kinds import get_kind
+from bench.kinds.base import Setup
+from bench.models.device import default_device
+from bench.results.record import RunRecord, now
+from bench.run.env import environment
+from bench.run.profile import Phase, overall_peaks, train_figures
+from bench.sdk import loop
+from bench.sdk.loop import TrainStats
+from bench.sdk.method import Fitted
+from bench.spec.cells import ResolvedCell
+
+
+@dataclass
+class Curves:
+    """Per-epoch curves a method logs through ``ctx.log`` (one list per key)."""
+
+    values: dict[str, list[Any]] = field(default_factory=dict)
+
+    def log(self, row: dict[str, Any]) -> None:
+        """Append one row: each key's value to its curve."""
+        for key, value in row.items():
+            self.values.setdefault(key, []).append(value)
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """A cell's record, and the per-item arrays stored beside it (empty when it failed)."""
+
+    record: RunRecord
+    predictions: dict[str, Any] = field(default_factory=dict)
+
+
+def fit(setup: Setup) -> tuple[Fitted, list[TrainStats]]:
+    """Run the method's ``fit``, collecting the stats of every training loop it runs."""
+    sink: list[TrainStats] = []
+    token = loop.STATS_SINK.set(sink)
+    try:
+        fitted = setup.method.fit(setup.ctx)
+    except torch.cuda.OutOfMemoryError as err:
+        raise CellError(f"out of GPU memory during training: {str(err).splitlines()[0]}") from None
+    except MemoryError:
+        raise CellError("out of CPU memory during training") from None
+    finally:
+        loop.STATS_SINK.reset(token)
+    return fitted, sink
+
+
+def run_cell(cell: ResolvedCell, data_dir: Path, progress: Any = None, execution: Any = None) -> CellResult:
+    """Execute one cell and return its record (success, or failed with the reason).
+
+    ``execution`` (a :class:`bench.evaluate.code.CodeExecution`) is the run's opt-in to
+    execute model-written code; only generation cells with HumanEval evaluations use it.
+    """
+    kind, curves, device = get_kind(cell.kind), Curves(), default_device()
+    common: dict[str, Any] = {"run_id": cell.run_id, "kind": cell.kind, "spec": cell.spec,
+                              "env": environment(str(device)), "started_at": now()}
+    efficiency: dict[str, Any] = {}
+    noise: dict[str, Any] = {}
+    try:
+        with Phase("setup", device) as phase:
+            setup = kind.setup(cell, data_dir, curves.log, progress)
+        efficiency.update(phase.figures)
+        noise = setup.noise
+        with Phase("train", device) as phase:
+            fitted, stats = fit(setup)
+        efficiency.update(phase.figures, **train_figures(stats))
+        result = kind.evaluate(setup, fitted, data_dir=data_dir, execution=execution)
+        efficiency.update(result.efficiency)
+        curves.values.update(result.curves)
+        with Phase("reload", device) as phase:
+            reload = kind.reload_check(setup, fitted)
+        efficiency.update(phase.figures, adapter_bytes=reload["adapter_bytes"],
+                          trainable_params=fitted.trainable_parameters(), total_params=fitted.total_parameters())
+        metrics = {**result.metrics, "reload_max_abs_diff": reload["reload_max_abs_diff"]}
+        efficiency.update(overall_peaks(efficiency))
+        record = RunRecord(**common, metrics=metrics, efficiency=efficiency, status="success", curves=curves.values,
+                           noise=noise, diagnostics=result.diagnostics, finished_at=now())
+        return CellResult(record, result.predictions)
+    except Exception as err:  # a bug in a method must not stop the suite or lose other results
+        error = failure_text(err)
+    return CellResult(RunRecord(**common, efficiency=efficiency, status="failed", error=error, curves=curves.values,
+                                noise=noise, finished_at=now()))
+
+
+def summary_line(record: RunRecord) -> tuple[str, str]:
+    """(the kind's one-line result of a successful record, its collapse warning or ``""``)."""
+    collapsed = record.diagnostics.get("collapsed")
+    return get_kind(record.kind).summary_line(record.metrics), (f" WARNING: {collapsed}" if collapsed else "")

@@ -1,0 +1,66 @@
+"""The runner's bookkeeping: jobs, the summary of a run, and storing each outcome as it arrives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.results.record import RunRecord, now
+from bench.results.store import Store
+from bench.run.cell import CellResult, summary_line
+from bench.run.env import environment
+from bench.spec.cells import ResolvedCell
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class RunSummary:
+    """What a run did, cell by cell."""
+
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A cell to execute, with its position in the suite (``[3/24]``)."""
+
+    cell: ResolvedCell
+    tag: str
+
+
+def interrupted(job: Job, status: str, error: str) -> RunRecord:
+    """The record of a cell that did not run to its end (canceled, or its worker died)."""
+    return RunRecord(run_id=job.cell.run_id, kind=job.cell.kind, spec=job.cell.spec, env=environment("unknown"),
+                     status=status, error=error, started_at=now(), finished_at=now())
+
+
+class Finish:
+    """Stores each outcome as it arrives, echoes its line and advances the bar."""
+
+    def __init__(self, store: Store, summary: RunSummary, echo: Echo, bar: Any) -> None:
+        self.store, self.summary, self.echo, self.bar = store, summary, echo, bar
+
+    def __call__(self, job: Job, result: CellResult, seconds: float) -> None:
+        """Store one outcome (record and predictions), echo its line, advance the bar."""
+        record, rid = result.record, job.cell.run_id
+        self.summary.paths.append(self.store.write(record, result.predictions))
+        if record.status == "success":
+            self.summary.ran.append(rid)
+            line, warning = summary_line(record)
+            self.echo(f"{job.tag} {job.cell.label}: {line} ({seconds:.0f} s, {rid})" + warning)
+        else:
+            self.summary.failed.append(rid)
+            self.echo(f"{job.tag} {job.cell.label}: FAILED ({rid}): {record.error}")
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def canceled(self, job: Job) -> None:
+        """Store a cell in flight at Ctrl-C (or SIGTERM) as canceled."""
+        self.store.write(interrupted(job, "canceled", "interrupted by the user"))
+        self.echo(f"{job.tag} {job.cell.label}: canceled ({job.cell.run_id})")
