@@ -156,11 +156,6 @@ class GenerationTaskSpec:
             raise ValueError(f"duplicate evaluation names: {names}")
 
 
-def is_generation(raw: Any) -> bool:
-    """True for a raw task mapping that declares ``kind: generation``."""
-    return isinstance(raw, dict) and raw.get("kind") == GENERATION
-
-
 def build_generation_task(raw: dict[str, Any], where: str) -> GenerationTaskSpec:
     """Validate a raw generation-task mapping; ``evals`` is a mapping of name -> spec.
 

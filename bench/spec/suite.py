@@ -7,6 +7,7 @@ method's grid entry (its ``train:`` block) < ``--set key=value``. Unknown keys a
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,7 +17,7 @@ import yaml
 from bench.data.noise import NoiseSpec
 from bench.errors import BenchError, did_you_mean
 from bench.spec.config import apply_override, build, merge
-from bench.spec.generation import GenerationTaskSpec, build_generation_task, is_generation
+from bench.spec.generation import GENERATION, GenerationTaskSpec, build_generation_task
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -208,16 +209,33 @@ def _as_list(raw: Any, where: str) -> list[Any]:
     raise BenchError(f"{where}: expected a list, got {raw!r}")
 
 
+def _classification_task(raw: dict[str, Any], where: str) -> TaskSpec:
+    return build(TaskSpec, {k: v for k, v in raw.items() if k != "kind"}, where)
+
+
+#: A task's ``kind:`` (default classification) -> the function that validates its mapping into
+#: the task spec of that kind (whose ``KIND`` names its :mod:`bench.kinds` entry). One line per kind.
+TASK_BUILDERS: dict[str, Callable[[dict[str, Any], str], TaskSpec | GenerationTaskSpec]] = {
+    TaskSpec.KIND: _classification_task,
+    GENERATION: build_generation_task,
+}
+
+
+def build_task(name: str, raw: Any, where: str) -> TaskSpec | GenerationTaskSpec:
+    """Validate one task mapping of a suite with the builder of its ``kind:``."""
+    spec = {"name": name, **_mapping(raw, where)}
+    kind = spec.get("kind", TaskSpec.KIND)
+    if kind not in TASK_BUILDERS:
+        raise BenchError(f"{where}.kind: unknown task kind {kind!r}" + did_you_mean(str(kind), TASK_BUILDERS))
+    return TASK_BUILDERS[kind](spec, where)
+
+
 def parse_suite(raw: dict[str, Any], where: str, default_name: str) -> Suite:
     """Validate a raw (merged, overridden) suite dict."""
     tasks_raw = raw.get("tasks") or {}
     if not isinstance(tasks_raw, dict) or not tasks_raw:
         raise BenchError(f"{where}: 'tasks' must be a non-empty mapping of task name -> spec")
-    tasks = tuple(
-        build_generation_task({"name": key, **spec}, f"{where}: tasks.{key}") if is_generation(spec)
-        else build(TaskSpec, {"name": key, **_mapping(spec, f"{where}: tasks.{key}")}, f"{where}: tasks.{key}")
-        for key, spec in tasks_raw.items()
-    )
+    tasks = tuple(build_task(key, spec, f"{where}: tasks.{key}") for key, spec in tasks_raw.items())
     noise = tuple(
         build(NoiseSpec, n, f"{where}: noise[{i}]")
         for i, n in enumerate(_as_list(raw.get("noise", [{"kind": "none"}]), f"{where}: noise"))

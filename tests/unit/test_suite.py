@@ -186,6 +186,16 @@ def test_unknown_nested_key_names_file_path_and_suggestion(tmp_path: Path) -> No
     assert "did you mean 'max_train'" in message
 
 
+def test_task_kind_picks_the_task_spec(tmp_path: Path) -> None:
+    # kind: defaults to classification and may be said; an unknown kind is a one-line error
+    suite = load_suite(str(write(tmp_path, "s.yaml", BASIC.replace("max_train: 100", "kind: classification"))))
+    assert [type(t).__name__ for t in suite.tasks] == ["TaskSpec", "TaskSpec"]
+    assert suite.tasks[0].KIND == "classification"
+    message = suite_error(write(tmp_path, "b.yaml", BASIC.replace("max_train: 100", "kind: generatoin")))
+    assert "tasks.trec.kind: unknown task kind 'generatoin'" in message
+    assert "did you mean 'generation'" in message
+
+
 def test_unknown_key_in_train_and_noise(tmp_path: Path) -> None:
     path = write(tmp_path, "s.yaml", BASIC.replace("epochs: 2", "epohcs: 2"))
     message = suite_error(path)
