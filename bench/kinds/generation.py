@@ -120,6 +120,27 @@ def _humaneval(s: GenerationSetup, fitted: CausalFitted, execution: CodeExecutio
         out.gen_tokens, out.gen_s = out.gen_tokens + result["gen_tokens"], out.gen_s + result["gen_s"]
 
 
+def _stages(setup: GenerationSetup, fitted: CausalFitted, data_dir: Path, execution: CodeExecution,
+            efficiency: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Every evaluation of the task on each earlier stage's adapter (``fitted.checkpoints``)."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    final = {k: v.detach().clone() for k, v in get_peft_model_state_dict(fitted.model).items()}
+    stages = {}
+    try:
+        for name, state in fitted.checkpoints.items():
+            set_peft_model_state_dict(fitted.model, state)
+            start, out = time.perf_counter(), _Scores()
+            with torch.no_grad():
+                _lm_eval(setup, fitted, data_dir, out)
+                _humaneval(setup, fitted, execution, out)
+            stages[name] = _flatten(out.evals)[0]
+            efficiency[f"eval_stage_{name}_wall_s"] = time.perf_counter() - start
+    finally:
+        set_peft_model_state_dict(fitted.model, final)
+    return stages
+
+
 class Generation:
     """The generation :class:`~bench.kinds.base.TaskKind`."""
 
@@ -138,12 +159,14 @@ class Generation:
         base = causal_base(model, precision)
         train_pairs = _pairs(task, data_dir)[0]
         prompts = dict(zip(train_pairs.ids.tolist(), train_pairs.prompts, strict=True))
+        answers = dict(zip(train_pairs.ids.tolist(), train_pairs.responses, strict=True))
         ctx = FitContext(
             task=task.name, kind=self.name, label_names=[], new_model=lambda: base.new().to(device),
             tokenizer=load_causal_tokenizer(model), train=_as_encoded(train), val=_as_encoded(val),
             train_config=cell.cell.train, seed=cell.cell.seed, device=device, precision=precision, log=log,
             progress=progress, train_texts=tuple(prompts[int(i)] for i in train.ids),
             train_targets=tuple(train.target_masks), val_targets=tuple(val.target_masks),
+            train_answers=tuple(answers[int(i)] for i in train.ids),
         )
         return GenerationSetup(task, train, val, ctx, cell.method.adapter(cell.config))
 
@@ -163,10 +186,14 @@ class Generation:
         if out.gen_tokens:
             out.efficiency.update(gen_tokens=float(out.gen_tokens),
                                   gen_tokens_per_s=out.gen_tokens / out.gen_s if out.gen_s else float("nan"))
-        metrics, out.diagnostics["evals"] = _flatten(out.evals)
+        flat, out.diagnostics["evals"] = _flatten(out.evals)
+        metrics: dict[str, Any] = dict(flat)
         for name, counts in out.reasons.items():  # sandbox outcomes of every sample: passed, failed, ...
             out.diagnostics["evals"][name]["reasons"] = counts
-        return Evaluation(metrics, {**phase.figures, **out.efficiency}, out.diagnostics, predictions=out.arrays)
+        efficiency = {**phase.figures, **out.efficiency}
+        if fitted.checkpoints:
+            metrics["stages"] = _stages(setup, fitted, data_dir, execution or CodeExecution(), efficiency)
+        return Evaluation(metrics, efficiency, out.diagnostics, predictions=out.arrays)
 
     def reload_check(self, setup: GenerationSetup, fitted: Fitted) -> dict[str, float]:
         """Next-token probabilities of a few validation items, before and after a reload."""

@@ -40,6 +40,10 @@ class CausalFitted:
     diagnostics: dict[str, Any] = field(default_factory=dict)
     trained_parameters: int | None = None
     """What the optimizer trained, when the evaluated model differs (a converted PiSSA adapter)."""
+    checkpoints: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    """Earlier stages to score too: stage name -> the adapter's state (``get_peft_model_state_dict``)
+    at the end of that stage. The harness evaluates each with the task's evaluations
+    (``metrics["stages"][name]``), e.g. accuracy after SFT of a method that then runs RL."""
 
     def predict_proba(self, data: Encoded) -> NDArray[np.float64]:
         """Not defined for generation: lm-eval scores ``model`` and ``tokenizer``."""
@@ -116,14 +120,19 @@ def mean_target_loss(model: nn.Module, data: SftData, *, batch_size: int, device
 
 def train_causal(ctx: Any, model: nn.Module, *, loss_fn: Callable[..., torch.Tensor] | None = None,
                  epoch_row: Callable[[], dict[str, Any]] | None = None,
-                 params: list[dict[str, Any]] | None = None) -> TrainStats:
+                 params: list[dict[str, Any]] | None = None, index: NDArray[np.int64] | None = None,
+                 after_step: Callable[[], None] | None = None) -> TrainStats:
     """Train a wrapped causal LM on the context's SFT data with the shared loop.
 
     One curve row per epoch: ``epoch``, ``train_loss`` (the mean of ``loss_fn``), ``val_loss``
     (answer tokens of the held-out rows, eval mode) and what ``epoch_row()`` adds (a method's
-    own terms). ``loss_fn`` is a ``with_index`` hook; the default is :func:`sft_loss`.
+    own terms). ``loss_fn`` is a ``with_index`` hook; the default is :func:`sft_loss`. ``index``
+    trains on those items of ``ctx.train`` only (e.g. one system's share of the data);
+    ``after_step`` runs after every optimizer step.
     """
     train, val = sft_data(ctx), sft_data(ctx, val=True)
+    if index is not None:
+        train = SftData([train.input_ids[i] for i in index], [train.target_masks[i] for i in index], train.ids[index])
     pad = ctx.tokenizer.pad_token_id
     figures = {"batch_size": ctx.train_config.eval_batch_size, "device": ctx.device, "precision": ctx.precision,
                "pad_id": pad}
@@ -136,7 +145,7 @@ def train_causal(ctx: Any, model: nn.Module, *, loss_fn: Callable[..., torch.Ten
     return train_loop(model=model, data=Encoded(train.input_ids, np.zeros(len(train), np.int64), train.ids),
                       cfg=ctx.train_config, seed=ctx.seed, device=ctx.device, precision=ctx.precision, head=(),
                       pad_id=pad, loss_fn=loss_fn or sft_loss(train), on_epoch_end=on_epoch_end,
-                      progress=ctx.progress, with_index=True, params=params)
+                      progress=ctx.progress, with_index=True, params=params, after_step=after_step)
 
 
 def fit_causal_lora(ctx: Any, *, r: int, alpha: float, dropout: float, target_modules: Sequence[str] | None,

@@ -186,6 +186,7 @@ class _Step:
     optimizer: Any
     scheduler: Any
     trainable: list[nn.Parameter]
+    after_step: Callable[[], None] | None = None
 
     def __call__(self, index: NDArray[np.int64]) -> torch.Tensor:
         """Forward, backward, clip, step; returns the detached loss."""
@@ -198,6 +199,8 @@ class _Step:
         if self.cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
         self.optimizer.step()
+        if self.after_step is not None:
+            self.after_step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach().float()
@@ -215,7 +218,8 @@ def _count(stats: TrainStats, index: NDArray[np.int64], lengths: NDArray[np.int6
 def train_loop(*, model: nn.Module, data: Encoded, cfg: TrainConfig, seed: int, device: torch.device,
                precision: str, head: Sequence[str], pad_id: int, loss_fn: LossFn = cross_entropy_loss,
                on_epoch_end: EpochHook | None = None, progress: Any = None,
-               params: list[dict[str, Any]] | None = None, with_index: bool = False) -> TrainStats:
+               params: list[dict[str, Any]] | None = None, with_index: bool = False,
+               after_step: Callable[[], None] | None = None) -> TrainStats:
     """Train ``model`` on ``data`` with AdamW, warm-up + linear decay and gradient clipping.
 
     The keywords are those of :func:`train` (which takes most of them from a FitContext), plus
@@ -234,7 +238,7 @@ def train_loop(*, model: nn.Module, data: Encoded, cfg: TrainConfig, seed: int, 
     total = sum(len(e) for e in epochs)
     optimizer, scheduler, trainable = _optimizer(model, cfg, head, total, params)
     step = _Step(model, data, torch.from_numpy(data.labels), cfg, device, precision, pad_id, loss_fn, with_index,
-                 optimizer, scheduler, trainable)
+                 optimizer, scheduler, trainable, after_step)
     stats, start = TrainStats(), time.perf_counter()
     timer = start
     bar = progress(total=total, desc="train", unit="step", leave=False) if progress else None
@@ -337,7 +341,7 @@ def new_lora_classifier(ctx: Any, config: Any, **extra: Any) -> tuple[nn.Module,
 def train(model: nn.Module, ctx: Any, *, head: Sequence[str], data: Encoded | None = None,
           epochs: int | None = None, seed: int | None = None, loss_fn: LossFn = cross_entropy_loss,
           on_epoch_end: EpochHook | None = None, params: list[dict[str, Any]] | None = None,
-          with_index: bool = False) -> TrainStats:
+          with_index: bool = False, after_step: Callable[[], None] | None = None) -> TrainStats:
     """:func:`train_loop` with the device, precision, pad id, progress and hyperparameters of ``ctx``.
 
     Args:
@@ -351,9 +355,10 @@ def train(model: nn.Module, ctx: Any, *, head: Sequence[str], data: Encoded | No
         on_epoch_end: called after each epoch with (epoch, mean training loss).
         params: optimizer parameter groups (default: head at ``head_lr``, the rest at ``lr``).
         with_index: pass the batch's positions in ``data`` to ``loss_fn`` as a fourth argument.
+        after_step: called after every optimizer step (e.g. to put frozen elements back).
     """
     cfg = ctx.train_config if epochs is None else replace(ctx.train_config, epochs=epochs)
     return train_loop(model=model, data=ctx.train if data is None else data, cfg=cfg,
                       seed=ctx.seed if seed is None else seed, device=ctx.device, precision=ctx.precision,
                       head=head, pad_id=ctx.tokenizer.pad_token_id, loss_fn=loss_fn, on_epoch_end=on_epoch_end,
-                      progress=ctx.progress, with_index=with_index, params=params)
+                      progress=ctx.progress, with_index=with_index, params=params, after_step=after_step)

@@ -56,6 +56,8 @@ class FitContext:
     """Generation: per training item, True on the tokens that carry the loss (the answer)."""
     val_targets: tuple[NDArray[np.bool_], ...] = field(default=(), repr=False)
     """Generation: the same for the validation items."""
+    train_answers: tuple[str, ...] = field(default=(), repr=False)
+    """Generation: the reference answer text of each training item, in ``train`` order."""
 
     @property
     def n_classes(self) -> int:

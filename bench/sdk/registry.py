@@ -27,6 +27,7 @@ BUILTIN_METHODS: dict[str, str] = {
     "small-loss": "methods.small_loss:SmallLossAdapter",
     "co-teaching": "methods.co_teaching:CoTeachingAdapter",
     "cleanlab": "methods.confident:ConfidentLearningAdapter",
+    "lora-par": "methods.lora_par:LoraParAdapter",
 }
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
