@@ -37,7 +37,9 @@ from bench.sdk import (
     causal_base,
     load_causal,
     load_causal_tokenizer,
+    load_converted,
     register_method,
+    save_initial,
     sft_data,
     train_causal,
     wrap_causal_lora,
@@ -69,7 +71,7 @@ from methods.lora_par_systems import (
 TARGETS = {"qkv": ("q_proj", "k_proj", "v_proj"), "gud": ("gate_proj", "up_proj", "down_proj"),
            "qkvgud": ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj")}
 PARTITIONS = ("importance", "random", "none")
-INITS = ("normal", "default")
+INITS = ("normal", "pissa", "default")
 DATA = ("system1", "system2", "all")
 
 
@@ -86,7 +88,8 @@ class LoraParConfig:
     targets: str = "qkvgud"
     """qkv | gud | qkvgud (q,k,v,gate,up,down)."""
     init: str = "normal"
-    """normal: A and B from N(0, 0.01) (LoRA(θ)); default: peft's (B = 0; only with ``partition: none``)."""
+    """normal: A and B from N(0, 0.01) (LoRA(θ)); pissa: peft's PiSSA init (PiSSA(θ)); default: peft's
+    (B = 0; only with ``partition: none``, since every importance is then zero)."""
     partition: str = "importance"
     """importance | random (same sizes, the "Rand." control) | none (every element, LoRA+RL)."""
     importance: str = "taylor2"
@@ -119,16 +122,25 @@ class LoraParConfig:
     rl_max_prompts: int | None = None
     """Cap on RL prompts (seeded subsample); None: all of ``rl_data``."""
     rl_lr: float = 5e-6
+    """GRPO learning rate (AdamW, betas 0.9 / 0.99, cosine schedule)."""
     rl_weight_decay: float = 0.1
+    """GRPO weight decay (it cannot move frozen elements: they are put back after every step)."""
     rl_batch_size: int = 8
     """Completions per device step (a multiple of ``num_generations``)."""
     rl_grad_accum: int = 4
+    """Gradient accumulation steps of GRPO."""
     num_generations: int = 8
+    """Completions sampled per prompt (the group of GRPO's advantage)."""
     max_completion_length: int = 256
+    """New tokens per completion at most."""
     rl_warmup_ratio: float = 0.1
+    """Share of GRPO steps with linear warm-up."""
     rl_max_grad_norm: float = 0.1
+    """Gradient clipping norm of GRPO."""
     rl_temperature: float = 1.0
+    """Sampling temperature of the completions."""
     rl_epochs: int = 1
+    """Passes over the RL prompts."""
     beta: float | None = None
     """KL coefficient; None: TRL's default (0.0 in the pinned TRL 1.16; recorded)."""
 
@@ -176,6 +188,16 @@ def _sample(index: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(index, size=n, replace=False))
 
 
+def _adapter_state(model: nn.Module, initial: Any, ctx: FitContext) -> dict[str, Any]:
+    """The adapter's state now, as the evaluated model will hold it (a PiSSA adapter converted to a W0 delta)."""
+    from peft import get_peft_model_state_dict
+
+    if initial is None:
+        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+    converted = load_converted(model, initial, ctx.new_model)
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(converted).items()}
+
+
 def _all_elements(model: nn.Module) -> Partition:
     params = lora_parameters(model)
     sizes = [int(p.numel()) for p in params.values()]
@@ -218,8 +240,9 @@ class LoraParAdapter:
 
     def _model(self, ctx: FitContext) -> nn.Module:
         c = self.config
+        extra = {"init_lora_weights": "pissa"} if c.init == "pissa" else {}
         model = wrap_causal_lora(ctx.new_model(), r=c.r, alpha=c.alpha, dropout=c.dropout,
-                                 target_modules=TARGETS[c.targets])
+                                 target_modules=TARGETS[c.targets], **extra)
         if c.init == "normal":
             reinit_normal(model, std=0.01, seed=ctx.seed)
         return model
@@ -246,38 +269,45 @@ class LoraParAdapter:
 
     def fit(self, ctx: FitContext) -> CausalFitted:
         """Split, score, partition, SFT, GRPO; diagnostics carry every §4.3 figure."""
-        from peft import get_peft_model_state_dict
-
         c = self.config
         split = classify(c, ctx)
         split.check()
         model = self._model(ctx)
+        initial = save_initial(model) if c.init == "pissa" else None  # PiSSA rewrites W0: convert at the end
         found, importances = self._partition(model, ctx, split)
         self.last_partition, stats = found, found.stats()
         if stats["stage1_active"] == 0 or (c.rl and stats["stage2_active"] == 0):
             raise CellError(f"lora-par: a stage has no trainable element at theta {c.theta} "
                             f"(stage 1: {stats['stage1_active']}, stage 2: {stats['stage2_active']})")
-        keeper = MaskKeeper(found.masks(1)).register(model)
-        sft_index = split.system1_index() if c.sft_data == "system1" else np.arange(len(ctx.train))
-        try:
-            train_causal(ctx, model, index=sft_index, after_step=keeper.restore)
-        finally:
-            keeper.remove()
-        if not keeper.frozen_unchanged():
-            raise CellError("lora-par: a frozen LoRA element moved during SFT")
+        sft_index = self._sft(model, ctx, split, found)
         diagnostics: dict[str, Any] = {
             "systems": {"source": split.source, "balance": split.balance, "agreement": split.agreement},
-            "partition": {**stats, "kind": c.partition, "importance": c.importance, "theta": c.theta},
+            "partition": {**stats, "kind": c.partition, "importance": c.importance, "theta": c.theta, "init": c.init},
             **importances, "sft_items": int(len(sft_index)), "frozen_unchanged_sft": True,
         }
         checkpoints = {}
         if c.rl:
-            checkpoints["sft"] = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+            checkpoints["sft"] = _adapter_state(model, initial, ctx)
             diagnostics["rl"] = self._rl(model, ctx, split, found)
+        if initial is not None:
+            with initial:
+                model = load_converted(model, initial, ctx.new_model).to(ctx.device)
         model.eval()
         return CausalFitted(model, ctx.tokenizer, ctx.device, ctx.precision, diagnostics=diagnostics,
                             trained_parameters=int(stats["stage1_active"] + (stats["stage2_active"] if c.rl else 0)),
                             checkpoints=checkpoints)
+
+    def _sft(self, model: nn.Module, ctx: FitContext, split: SystemSplit, found: Partition) -> np.ndarray:
+        """Stage 1 on the System-1 items (or all) with only the stage-1 elements trainable."""
+        keeper = MaskKeeper(found.masks(1)).register(model)
+        index = split.system1_index() if self.config.sft_data == "system1" else np.arange(len(ctx.train))
+        try:
+            train_causal(ctx, model, index=index, after_step=keeper.restore)
+        finally:
+            keeper.remove()
+        if not keeper.frozen_unchanged():
+            raise CellError("lora-par: a frozen LoRA element moved during SFT")
+        return index
 
     def _rl(self, model: nn.Module, ctx: FitContext, split: SystemSplit, found: Partition) -> dict[str, Any]:
         c = self.config

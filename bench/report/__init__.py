@@ -12,6 +12,7 @@ from pathlib import Path
 from bench.report.markdown import aggregate, leaderboard_markdown, memory_metric
 from bench.report.pareto import pareto_front
 from bench.report.plots import plot_pareto, plot_reliability
+from bench.report.stages import IMPORTANCE_PLOT, RL_PLOT, stage_plots
 from bench.results.query import Record
 
 __all__ = [
@@ -30,7 +31,22 @@ PARAMS_PLOT = "pareto_accuracy_vs_trainable_params.png"
 MEMORY_PLOT = "pareto_accuracy_vs_peak_memory.png"
 THROUGHPUT_PLOT = "pareto_accuracy_vs_train_throughput.png"
 RELIABILITY_PLOT = "reliability.png"
-PLOT_FILES = (PARAMS_PLOT, MEMORY_PLOT, THROUGHPUT_PLOT, RELIABILITY_PLOT)
+GENERATION_PLOT = "pareto_generation_vs_trainable_params.png"
+PLOT_FILES = (PARAMS_PLOT, MEMORY_PLOT, THROUGHPUT_PLOT, RELIABILITY_PLOT, GENERATION_PLOT, RL_PLOT, IMPORTANCE_PLOT)
+#: Generation metrics a generation Pareto plot may show, the first one present wins.
+GENERATION_Y = ("exact_match_strict_match", "pass_at_1", "acc")
+
+
+def _generation_pareto(records: Sequence[Record], out_dir: Path) -> Path | None:
+    """Headline score vs trainable (for LoRA-PAR: active) parameters of the generation runs."""
+    for suffix in GENERATION_Y:
+        keys = sorted({k for r in records if r.get("kind") == "generation"
+                       for k in (r.get("metrics") or {}) if k.endswith(suffix)})
+        if keys:
+            return plot_pareto([r for r in records if r.get("kind") == "generation"], out_dir / GENERATION_PLOT,
+                               x="efficiency.trainable_params", y=f"metrics.{keys[-1]}",
+                               x_label="trainable (active) parameters (log)", y_label=keys[-1], log_x=True)
+    return None
 
 
 def _plots(records: Sequence[Record], out_dir: Path) -> list[Path | None]:
@@ -45,6 +61,8 @@ def _plots(records: Sequence[Record], out_dir: Path) -> list[Path | None]:
         plot_pareto(records, out_dir / THROUGHPUT_PLOT, x="efficiency.train_samples_per_s",
                     x_label="train samples/s", y_label="accuracy", x_direction="max"),
         plot_reliability(records, out_dir / RELIABILITY_PLOT),
+        _generation_pareto(records, out_dir),
+        *stage_plots(list(records), out_dir),
     ]
 
 

@@ -28,6 +28,12 @@ from bench.results.stats import summarize_seeds
 #: Headline metrics of an evaluation, in column order: (metric suffix, header, higher is better).
 HEADLINE = (("exact_match_strict_match", "EM strict", True), ("exact_match_flexible_extract", "EM flexible", True),
             ("acc", "acc", True), ("ece", "ECE", False))
+#: A method's partition of its trainable elements (LoRA-PAR), where its records have one.
+PARTITION = [
+    Column("diagnostics.method.partition.stage1_active_fraction", "stage-1 active (%) ↓", False, pct),
+    Column("diagnostics.method.partition.stage2_active_fraction", "stage-2 active (%) ↓", False, pct),
+    Column("diagnostics.method.partition.jaccard", "S1/S2 Jaccard", False, "{:.3f}".format, True),
+]
 COST = [
     Column("trainable_params", "trainable params ↓", False, "{:,.0f}".format, False),
     Column("train_tokens_per_s", "train tokens/s ↑", True, "{:,.1f}".format),
@@ -58,16 +64,29 @@ def _pass_at_ks(records: Sequence[Record], name: str) -> list[tuple[str, str, bo
     return [(f"pass_at_{k}", f"pass@{k}", True) for k in sorted(ks)]
 
 
+def _stages(records: Sequence[Record]) -> list[str]:
+    """Names of the earlier stages some record was also scored at (``metrics.stages``), in order."""
+    names: dict[str, None] = {}
+    for record in records:
+        names.update(dict.fromkeys(get_path(record, "metrics.stages") or {}))
+    return list(names)
+
+
 def _columns(records: Sequence[Record]) -> list[Column]:
     ok = [r for r in records if is_success(r)]
     columns = []
     for name in _eval_names(records):
         for suffix, header, higher in (*HEADLINE, *_pass_at_ks(ok, name)):
+            arrow = "↑" if higher else "↓"
+            for stage in _stages(ok):  # e.g. after SFT, before the RL stage of the same run
+                metric = f"metrics.stages.{stage}.{name}_{suffix}"
+                if any(record_value(r, metric) is not None for r in ok):
+                    columns.append(Column(metric, f"{name} {header} after {stage} (%) {arrow}", higher, pct))
             metric = f"{name}_{suffix}"
             if any(record_value(r, metric) is not None for r in ok):
-                arrow = "↑" if higher else "↓"
                 columns.append(Column(metric, f"{name} {header} (%) {arrow}", higher, pct))
-    return columns + COST
+    partition = [c for c in PARTITION if any(record_value(r, c.metric) is not None for r in ok)]
+    return columns + partition + COST
 
 
 def _row(cell: tuple[Any, ...], records: Sequence[Record], columns: Sequence[Column]) -> dict[str, Any]:
@@ -92,7 +111,9 @@ def generation_section(records: Sequence[Record], *, dirty: set[str]) -> list[st
     lines = ["## Generation", "",
              "lm-eval scores of the fine-tuned causal LMs (exact match and accuracy in %, ECE with 15 "
              "equal-width bins over the softmax of the choice loglikelihoods); HumanEval pass@k in % "
-             "(unbiased estimator over the stored samples, programs run in the sandbox).", ""]
+             "(unbiased estimator over the stored samples, programs run in the sandbox). \"after sft\" "
+             "scores a multi-stage method's adapter at the end of its SFT stage; \"active\" is the share "
+             "of its LoRA elements a stage trains.", ""]
     for task in sorted(by_task):
         cells = by_task[task]
         columns = _columns([r for group in cells.values() for r in group])

@@ -45,12 +45,14 @@ class _Point:
     y_std: float
 
 
-def _method_label(record: Record, show_model: bool) -> str:
+def method_label(record: Record, show_model: bool) -> str:
+    """The method id of a record's cell, with its model when several models are shown."""
     _, _, _, _, model, method = cell_of(record)
     return f"{method} ({model})" if show_model else method
 
 
-def _grid(n: int) -> tuple[Any, list[Any]]:
+def panel_grid(n: int) -> tuple[Any, list[Any]]:
+    """A figure of ``n`` panels, at most three a row; the unused axes hidden."""
     cols = min(3, n)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False)
@@ -61,7 +63,7 @@ def _grid(n: int) -> tuple[Any, list[Any]]:
 
 
 @contextmanager
-def _closing(fig: Any) -> Iterator[None]:
+def closing(fig: Any) -> Iterator[None]:
     """Closes the figure however the block exits (pyplot keeps figures alive otherwise)."""
     try:
         yield
@@ -69,7 +71,8 @@ def _closing(fig: Any) -> Iterator[None]:
         plt.close(fig)
 
 
-def _save(fig: Any, out_path: Path) -> None:
+def save_figure(fig: Any, out_path: Path) -> None:
+    """Write ``fig`` as a PNG without a software stamp (so reruns give the same bytes)."""
     fig.tight_layout()
     fig.savefig(out_path, dpi=100, metadata={"Software": None})
 
@@ -93,7 +96,7 @@ def _pareto_panels(records: Sequence[Record], x: str, y: str) -> dict[str, dict[
         xv, yv = record_value(r, x), record_value(r, y)
         if xv is not None and yv is not None:
             task, noise, kind, rate, _, _ = cell_of(r)
-            values[(task, rate, kind, noise)][_method_label(r, show_model)].append((xv, yv))
+            values[(task, rate, kind, noise)][method_label(r, show_model)].append((xv, yv))
     panels: dict[str, dict[str, _Point]] = {}
     for key in sorted(values):
         points = {}
@@ -156,9 +159,9 @@ def plot_pareto(records: Sequence[Record], out_path: Path, *, x: str, y: str = "
     methods = sorted({m for points in panels.values() for m in points})
     colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
     shown = list(panels.items())[:MAX_PANELS]
-    fig, axes = _grid(len(shown))
+    fig, axes = panel_grid(len(shown))
     x_label, y_label = x_label or x, y_label or y
-    with _closing(fig):
+    with closing(fig):
         for ax, (title, points) in zip(axes, shown, strict=True):
             _draw_pareto_panel(ax, title, points, (x_direction, y_direction), colors)
             if log_x and all(p.x > 0 for p in points.values()):
@@ -172,7 +175,7 @@ def plot_pareto(records: Sequence[Record], out_path: Path, *, x: str, y: str = "
         n = len(panels)
         extra = f"; showing {len(shown)} of {n} settings" if n > len(shown) else ""
         fig.suptitle(f"{y_label} vs {x_label} (mean over seeds; better: {better}{extra})")
-        _save(fig, out_path)
+        save_figure(fig, out_path)
     return out_path
 
 
@@ -239,7 +242,7 @@ def _pool_reliability(records: Sequence[Record]) -> dict[str, _Bins]:
         bins = _parse_bins(get_path(r, "metrics.reliability"))
         if bins is None:
             continue
-        name = _method_label(r, show_model)
+        name = method_label(r, show_model)
         acc = pooled.get(name)
         if acc is None:
             pooled[name] = bins
@@ -288,11 +291,11 @@ def plot_reliability(records: Sequence[Record], out_path: Path) -> Path | None:
     pooled = _pool_reliability(records)
     if not pooled:
         return None
-    fig, axes = _grid(len(pooled))
-    with _closing(fig):
+    fig, axes = panel_grid(len(pooled))
+    with closing(fig):
         for ax, (name, bins) in zip(axes, pooled.items(), strict=True):
             _draw_reliability(ax, name, bins)
         axes[0].legend(loc="upper left", fontsize=7)
         fig.suptitle("Reliability diagrams (bins pooled over runs)")
-        _save(fig, out_path)
+        save_figure(fig, out_path)
     return out_path

@@ -150,3 +150,21 @@ def test_kl_coefficient_defaults_to_the_pinned_trl_default(tmp_path: Path) -> No
     config = grpo_config(LoraParConfig().rl_settings(), gsm_ctx(), str(tmp_path))
     assert config.beta == 0.0 and config.loss_type == "dapo"  # TRL 1.16: no KL term unless beta is set
     assert config.learning_rate == 5e-6 and config.weight_decay == 0.1 and config.max_grad_norm == 0.1
+
+
+def test_pissa_init_partitions_trains_and_reloads_as_a_converted_adapter() -> None:
+    from peft import get_peft_model_state_dict
+
+    run = fit({"init": "pissa"})
+    d = run.fitted.diagnostics
+    assert d["partition"]["init"] == "pissa" and d["frozen_unchanged_sft"] and d["rl"]["frozen_unchanged_rl"]
+    assert 0 < d["partition"]["stage1_active"] < d["partition"]["total"]
+    # the evaluated model is the converted rank-2r delta on the original base; the SFT checkpoint too
+    final = get_peft_model_state_dict(run.fitted.model)
+    assert {k: v.shape for k, v in run.fitted.checkpoints["sft"].items()} == {k: v.shape for k, v in final.items()}
+    fresh = dict(run.ctx.new_model().named_parameters())
+    for name, param in run.fitted.model.named_parameters():
+        if "lora_" not in name:  # the base under the converted adapter is the original one
+            assert torch.equal(param, fresh[name.replace("base_model.model.", "").replace(".base_layer", "")]), name
+    figures = reload_check(run.fitted, lambda folder: run.method.load(run.ctx, folder), sft_data(run.ctx, val=True))
+    assert figures["reload_max_abs_diff"] <= 1e-5
