@@ -86,7 +86,9 @@ class LoraParConfig:
     dropout: float = 0.05
     """Training dropout (the example sets it too late to act; 0.05 explicitly) [derived]."""
     targets: str = "qkvgud"
-    """qkv | gud | qkvgud (q,k,v,gate,up,down)."""
+    """qkv | gud | qkvgud (q,k,v,gate,up,down; Llama/Qwen/SmolLM module names)."""
+    target_modules: tuple[str, ...] | None = None
+    """Module names to adapt instead of ``targets`` (another architecture's names, e.g. ``c_attn``)."""
     init: str = "normal"
     """normal: A and B from N(0, 0.01) (LoRA(θ)); pissa: peft's PiSSA init (PiSSA(θ)); default: peft's
     (B = 0; only with ``partition: none``, since every importance is then zero)."""
@@ -242,7 +244,7 @@ class LoraParAdapter:
         c = self.config
         extra = {"init_lora_weights": "pissa"} if c.init == "pissa" else {}
         model = wrap_causal_lora(ctx.new_model(), r=c.r, alpha=c.alpha, dropout=c.dropout,
-                                 target_modules=TARGETS[c.targets], **extra)
+                                 target_modules=c.target_modules or TARGETS[c.targets], **extra)
         if c.init == "normal":
             reinit_normal(model, std=0.01, seed=ctx.seed)
         return model
@@ -294,7 +296,7 @@ class LoraParAdapter:
                 model = load_converted(model, initial, ctx.new_model).to(ctx.device)
         model.eval()
         return CausalFitted(model, ctx.tokenizer, ctx.device, ctx.precision, diagnostics=diagnostics,
-                            trained_parameters=int(stats["stage1_active"] + (stats["stage2_active"] if c.rl else 0)),
+                            trained_parameters=int(stats["trained"] if c.rl else stats["stage1_active"]),
                             checkpoints=checkpoints)
 
     def _sft(self, model: nn.Module, ctx: FitContext, split: SystemSplit, found: Partition) -> np.ndarray:

@@ -169,8 +169,12 @@ class Partition:
             count = int(getattr(self, field).sum())
             out[field], out[f"{field}_share"] = count, count / total
         out["jaccard"] = out["shared"] / union if union else 0.0
+        for field in ("s1only", "s2only"):  # METHODS.md §4.4's table may be shares of the union
+            out[f"{field}_of_union"] = out[field] / union if union else 0.0
         for stage, mask in (("stage1", self.stage1), ("stage2", self.stage2)):
             out[f"{stage}_active"], out[f"{stage}_fraction"] = int(mask.sum()), int(mask.sum()) / total
+        trained = int((self.stage1 | self.stage2).sum())
+        out["trained"], out["trained_fraction"] = trained, trained / total
         return out
 
 

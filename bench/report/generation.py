@@ -30,8 +30,8 @@ HEADLINE = (("exact_match_strict_match", "EM strict", True), ("exact_match_flexi
             ("acc", "acc", True), ("ece", "ECE", False))
 #: A method's partition of its trainable elements (LoRA-PAR), where its records have one.
 PARTITION = [
-    Column("diagnostics.method.partition.stage1_active_fraction", "stage-1 active (%) ↓", False, pct),
-    Column("diagnostics.method.partition.stage2_active_fraction", "stage-2 active (%) ↓", False, pct),
+    Column("diagnostics.method.partition.stage1_fraction", "stage-1 active (%) ↓", False, pct),
+    Column("diagnostics.method.partition.stage2_fraction", "stage-2 active (%) ↓", False, pct),
     Column("diagnostics.method.partition.jaccard", "S1/S2 Jaccard", False, "{:.3f}".format, True),
 ]
 COST = [

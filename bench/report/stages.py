@@ -59,45 +59,46 @@ def plot_rl_curves(records: list[Record], out_path: Path) -> Path | None:
     return out_path
 
 
-def _importance_rows(records: list[Record]) -> dict[str, dict[str, float]]:
-    """``{system: {"L<layer> <module> <matrix>": mean share over runs}}``."""
-    sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+def _importance_rows(records: list[Record]) -> dict[str, dict[tuple[int, str], float]]:
+    """``{system: {(layer, "<module> <matrix>"): mean share over runs}}``."""
+    sums: dict[str, dict[tuple[int, str], list[float]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
         for key, rows in (get_path(record, "diagnostics.method") or {}).items():
             if key.startswith("importance_") and isinstance(rows, list):
                 for row in rows:
-                    label = f"L{row.get('layer')} {row.get('module')} {row.get('matrix')}"
-                    sums[key[len("importance_"):]][label].append(float(row.get("share") or 0.0))
+                    cell = (int(row.get("layer", -1)), f"{row.get('module')} {row.get('matrix')}")
+                    sums[key[len("importance_"):]][cell].append(float(row.get("share") or 0.0))
     return {system: {k: float(np.mean(v)) for k, v in groups.items()} for system, groups in sums.items()}
 
 
 def plot_importance(records: list[Record], out_path: Path) -> Path | None:
-    """Importance share per layer × module × matrix, one bar series per system; None without any."""
+    """A heat map per system: importance share by layer (rows) and module × matrix (columns); None without any."""
     by_system = _importance_rows([r for r in records if is_success(r)])
     if not by_system:
         return None
-    labels = sorted({k for groups in by_system.values() for k in groups}, key=_label_key)
-    fig, axes = panel_grid(1)
-    ax, width = axes[0], 0.8 / len(by_system)
-    fig.set_size_inches(max(6.0, 0.22 * len(labels)), 4.2)
+    layers = sorted({layer for groups in by_system.values() for layer, _ in groups})
+    columns = sorted({name for groups in by_system.values() for _, name in groups}, key=_column_key)
+    top = max(v for groups in by_system.values() for v in groups.values()) or 1.0
+    fig, axes = panel_grid(len(by_system))
+    fig.set_size_inches(4.2 * len(by_system) + 1.0, max(3.0, 0.18 * len(layers) + 1.5))
     with closing(fig):
-        x = np.arange(len(labels))
-        for i, (system, groups) in enumerate(sorted(by_system.items())):
-            ax.bar(x + i * width, [groups.get(k, 0.0) for k in labels], width, label=system)
-        ax.set_xticks(x + width * (len(by_system) - 1) / 2, labels, rotation=90, fontsize=6)
-        ax.set_ylabel("share of the L2-normalised importance", fontsize=9)
-        ax.legend(fontsize=8)
-        ax.set_title("LoRA element importance by layer, module and matrix (mean over runs)", fontsize=10)
-        save_figure(fig, out_path)
+        for ax, (system, groups) in zip(axes, sorted(by_system.items()), strict=True):
+            grid = np.array([[groups.get((layer, c), np.nan) for c in columns] for layer in layers])
+            image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0, vmax=top)
+            ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=7)
+            ax.set_yticks(range(len(layers)), [str(layer) for layer in layers], fontsize=6)
+            ax.set_ylabel("layer", fontsize=9)
+            ax.set_title(system, fontsize=10)
+        fig.colorbar(image, ax=axes, shrink=0.8, label="share of the L2-normalised importance")
+        fig.suptitle("LoRA element importance by layer, module and matrix (mean over runs)", fontsize=10)
+        fig.savefig(out_path, dpi=100, metadata={"Software": None})
     return out_path
 
 
-def _label_key(label: str) -> tuple[int, str]:
-    layer, _, rest = label.partition(" ")
-    try:
-        return int(layer[1:]), rest
-    except ValueError:
-        return -1, rest
+def _column_key(name: str) -> tuple[int, str]:
+    order = ("q", "k", "v", "o", "gate", "up", "down")
+    module, _, matrix = name.partition(" ")
+    return (order.index(module) if module in order else len(order)), matrix
 
 
 def stage_plots(records: list[Record], out_dir: Path) -> list[Path | None]:

@@ -90,7 +90,9 @@ def test_partition_statistics_and_activity(par: SimpleNamespace) -> None:
     assert d["sft_items"] == 8  # the System-1 items
     assert d["rl"]["trl_version"] == "1.16.0" and d["rl"]["beta"] == 0.04 and d["rl"]["n_prompts"] == 2
     assert "sft" in par.fitted.checkpoints
-    assert par.fitted.trainable_parameters() == p["stage1_active"] + p["stage2_active"]
+    # elements trained in either stage, each counted once
+    assert par.fitted.trainable_parameters() == p["trained"] == p["s1only"] + p["s2only"] + p["shared"]
+    assert p["s1only_of_union"] + p["s2only_of_union"] + p["jaccard"] == pytest.approx(1.0)
 
 
 def test_elements_outside_both_stages_never_move(par: SimpleNamespace) -> None:

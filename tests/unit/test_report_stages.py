@@ -15,7 +15,7 @@ def gen_record(run_id: str, method: str, *, em: float, em_sft: float | None, act
         metrics["stages"] = {"sft": {"gsm8k_exact_match_strict_match": em_sft}}
     diagnostics: dict[str, Any] = {}
     if active is not None:  # a generation record keeps the method's own diagnostics under "method"
-        diagnostics["partition"] = {"stage1_active_fraction": active, "stage2_active_fraction": active / 2,
+        diagnostics["partition"] = {"stage1_fraction": active, "stage2_fraction": active / 2,
                                     "jaccard": 0.5}
         diagnostics["importance_system1"] = [{"layer": 0, "module": "q", "matrix": "A", "share": 0.75},
                                              {"layer": 1, "module": "v", "matrix": "B", "share": 0.25}]
