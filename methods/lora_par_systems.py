@@ -221,12 +221,15 @@ def score_options(model: Any, tokenizer: Any, prompts: Sequence[str], *, device:
 
 
 def vote_labels(voters: Sequence[Any], questions: Sequence[str], answers: Sequence[str], *,
-                device: torch.device | str, batch_size: int = 8,
-                target: str = "a small language model") -> tuple[list[str], list[list[str]]]:
+                device: torch.device | str, batch_size: int = 8, target: str = "a small language model",
+                calibrate: bool = True) -> tuple[list[str], list[list[str]]]:
     """Role-play vote of local causal LMs (METHODS.md §4.1 (b)).
 
     Each voter scores the continuations " System1" and " System2" after :func:`role_play_prompt`
     and picks the likelier (equal scores: System2); the majority of voters decides, ties System2.
+    With ``calibrate`` each voter's scores are first shifted by its scores on a content-free
+    pair (question and answer "N/A"; Zhao et al. 2021): SmolLM2-135M uncalibrated called all 32
+    of the first GSM8K training pairs System1 (measured).
 
     Args:
         voters: ``(model, tokenizer)`` pairs of transformers causal LMs (each model is moved to ``device``).
@@ -235,6 +238,7 @@ def vote_labels(voters: Sequence[Any], questions: Sequence[str], answers: Sequen
         device: Where the voters run.
         batch_size: Prompts per forward pass (each is scored with both options).
         target: Whom the voters role-play (the paper: LLaMA-2-7B).
+        calibrate: Subtract each voter's option scores on the content-free pair.
 
     Returns:
         (final labels, per-voter labels).
@@ -247,6 +251,9 @@ def vote_labels(voters: Sequence[Any], questions: Sequence[str], answers: Sequen
     per_voter = []
     for model, tokenizer in voters:
         scores = score_options(model, tokenizer, prompts, device=device, batch_size=batch_size)
+        if calibrate:
+            scores = scores - score_options(model, tokenizer, [role_play_prompt("N/A", "N/A", target)],
+                                            device=device, batch_size=1)[0]
         per_voter.append([SYSTEM2 if s2 >= s1 else SYSTEM1 for s1, s2 in scores])
     final = [SYSTEM2 if 2 * votes.count(SYSTEM2) >= len(voters) else SYSTEM1 for votes in zip(*per_voter, strict=True)]
     return final, per_voter

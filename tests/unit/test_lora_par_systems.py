@@ -219,11 +219,11 @@ def test_vote_majority_and_ties(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lps, "score_options", fake)
     questions, answers = [f"q{i}" for i in range(4)], [f"a{i}" for i in range(4)]
     voters = [(name, None) for name in "abc"]
-    final, per_voter = vote_labels(voters, questions, answers, device="cpu")
+    final, per_voter = vote_labels(voters, questions, answers, device="cpu", calibrate=False)
     assert per_voter == [[S1, S1, S2, S2], [S1, S2, S2, S1], [S2, S1, S1, S1]]
     assert final == [S1, S1, S2, S1]  # 2-of-3 majorities
     assert len(seen) == 3 and "q2" in seen[0][2] and "a2" in seen[0][2] and "System1" in seen[0][2]
-    final2, _ = vote_labels(voters[:2], questions, answers, device="cpu")
+    final2, _ = vote_labels(voters[:2], questions, answers, device="cpu", calibrate=False)
     assert final2 == [S1, S2, S2, S2]  # 1-1 splits (questions 1 and 3) go to System2
     with pytest.raises(BenchError, match="at least one voter"):
         vote_labels([], questions, answers, device="cpu")
@@ -273,3 +273,21 @@ def test_vote_real_forward_pass() -> None:
         logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
     manual = logp[-n:].gather(1, ids[0, -n:, None]).sum().item()
     assert batched[0, 1] == pytest.approx(manual, abs=1e-4)
+
+
+def test_vote_calibrates_on_a_content_free_pair(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A voter biased to System1: on the content-free pair it prefers System1 by 2 nats, so each
+    # item's (s1, s2) becomes (s1 + 1, s2 + 3) after subtracting (-1, -3) (Zhao et al. 2021).
+    item_scores = [(-1.0, -2.0), (-1.0, -4.0), (-2.0, -2.5)]  # raw: S1 S1 S1
+    # calibrated: (0, 1) -> S2; (0, -1) -> S1; (-1, 0.5) -> S2
+
+    def fake(model: Any, tokenizer: Any, prompts: list[str], *, device: Any, batch_size: int) -> Any:
+        if len(prompts) == 1 and "N/A" in prompts[0]:
+            return np.asarray([(-1.0, -3.0)])
+        return np.asarray(item_scores[: len(prompts)])
+
+    monkeypatch.setattr(lps, "score_options", fake)
+    questions, answers = ["q0", "q1", "q2"], ["a0", "a1", "a2"]
+    raw, _ = vote_labels([("m", None)], questions, answers, device="cpu", calibrate=False)
+    calibrated, _ = vote_labels([("m", None)], questions, answers, device="cpu")
+    assert raw == [S1, S1, S1] and calibrated == [S2, S1, S2]
