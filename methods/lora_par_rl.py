@@ -112,6 +112,8 @@ def run_grpo(model: nn.Module, ctx: FitContext, *, questions: Sequence[str], ans
             trainer = trl.GRPOTrainer(model=model, reward_funcs=trl_reward_funcs(), args=config,
                                   train_dataset=Dataset.from_list(rows), processing_class=copy.deepcopy(ctx.tokenizer),
                                   callbacks=_trainer_callbacks(keeper, ctx))
+            # without a progress bar transformers prints every step's log dict; the curves keep them
+            trainer.remove_callback(importlib.import_module("transformers").PrinterCallback)
             trainer.train()
     finally:
         keeper.remove()
