@@ -360,7 +360,8 @@ def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, 
             judges each on its own (a many-cell gate then fires on seed noise alone).
 
     Raises:
-        BenchError: On a malformed rule, a bad alpha, or a missing or empty side.
+        BenchError: On a malformed rule, a bad alpha, a missing or empty side, or gate rules with no
+            cell on both sides.
     """
     thresholds = [parse_fail(spec) for spec in fail]
     if not 0 < alpha < 1:
@@ -373,6 +374,9 @@ def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, 
     new_side, new_warnings = load_side(new, label="new", suite=suite, methods=methods)
     warnings = [*env_differences(base_side.records(), new_side.records()), *base_warnings, *new_warnings]
     common = sorted(set(base_side.runs) & set(new_side.runs))
+    if thresholds and not common:  # a gate pointed at the wrong folder must not pass
+        raise BenchError(f"--fail: no cell is present on both sides ({len(base_side.runs)} baseline cell(s), "
+                         f"{len(new_side.runs)} new); nothing can be gated")
     rows: list[Row] = []
     single = overlap = 0
     for cell in common:

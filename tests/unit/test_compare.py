@@ -419,3 +419,16 @@ def test_parse_fail_knows_generation_metrics() -> None:
     assert parse_fail("gsm8k_exact_match_strict_match:-2pp").limit == pytest.approx(-0.02)
     assert parse_fail("mmlu_5shot_ece:+1pp").limit == pytest.approx(0.01)
     assert parse_fail("humaneval_pass_at_10:5pp").limit == pytest.approx(-0.05)  # higher is better: bad is down
+
+
+def test_gate_with_no_common_cell_fails_instead_of_passing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a CI gate pointed at the wrong folder (here: another noise setting) must not exit 0
+    write_seeds(tmp_path / "base", [0.90, 0.905, 0.91])
+    write_seeds(tmp_path / "new", [0.90, 0.905, 0.91], noise=0.4)
+    code, out, err = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"), "--fail", "accuracy:-1pp")
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == ["error: --fail: no cell is present on both sides (1 baseline cell(s), "
+                                        "1 new); nothing can be gated"]
+    # without a gate the comparison still just says so
+    code, out, err = run_cli(capsys, str(tmp_path / "base"), str(tmp_path / "new"))
+    assert code == 0 and "no cell is present on both sides" in err
