@@ -12,7 +12,7 @@ from bench.errors import BenchError
 from bench.results.query import expand_variants, label_settings, latest_records
 from bench.results.store import Store
 from bench.run.quiet import quiet_libraries
-from bench.spec.suite import REPO_ROOT, Suite, load_suite
+from bench.spec.suite import REPO_ROOT, Suite, check_path_name, load_suite
 
 if TYPE_CHECKING:  # kept out of the import: bench.run.runner imports torch, and compare/report need none
     import pandas as pd
@@ -70,6 +70,7 @@ def build_report(suite: str, *, results: str | Path | None = None,
     """Write ``reports/<suite>/`` from the store only (no model, no data)."""
     from bench.report import write_report
 
+    check_path_name(suite, "suite name", "bench report")  # it names the folder written under reports/
     records = latest_records(Store(results_dir(results)).records(suite))
     if not records:
         raise BenchError(f"no records for suite '{suite}' in {results_dir(results)}; run it first")

@@ -7,6 +7,7 @@ method's grid entry (its ``train:`` block) < ``--set key=value``. Unknown keys a
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,6 +267,24 @@ def parse_suite(raw: dict[str, Any], where: str, default_name: str) -> Suite:
         tasks=tasks, noise=noise, seeds=seeds, methods=methods,
         description=str(raw.get("description", "")),
     )
+    check_path_name(suite.name, "suite name", where)
     for method in methods:
+        check_path_name(method.id, "method id", f"{where}: methods")
         suite.train_for(method)  # type-checks the grid entry's overrides now, not mid-run
     return suite
+
+
+#: A name that becomes a folder (a suite's in the store and under reports/, a method id's in the store).
+PATH_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
+def check_path_name(name: str, what: str, where: str) -> None:
+    """Refuse a name that cannot be one folder inside the store (``..``, ``/``, empty, over 100 characters).
+
+    Raises:
+        BenchError: one line naming ``where`` and the rule.
+    """
+    if not PATH_NAME.fullmatch(name) or name in (".", ".."):
+        shown = name if len(name) <= 40 else name[:37] + "..."
+        raise BenchError(f"{where}: {what} {shown!r} cannot name a folder: use 1-100 letters, digits, "
+                         "'.', '_' or '-' (and not '.' or '..')")

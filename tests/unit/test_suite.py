@@ -378,3 +378,24 @@ def test_cell_labels_name_real_noise_as_such() -> None:
 
     labels = [cell.label for cell in plan(load_suite("noisy-real"))]
     assert labels[0] == "hausa real-noise lora seed0" and not any(" clean " in label for label in labels)
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("name: tiny", "name: ../../escape_suite"),
+    ("name: tiny", "name: ''"),
+    ("name: tiny", "name: a/b"),
+    ("name: tiny", "name: " + "x" * 300),
+    ("  fast-lora:", "  ../../x:"),
+    ("  fast-lora:", "  '..':"),
+])
+def test_names_that_become_folders_are_checked(tmp_path: Path, old: str, new: str) -> None:
+    # a suite name and a method id are folders of the store: nothing may escape it or be empty
+    message = suite_error(write(tmp_path, "s.yaml", BASIC.replace(old, new)))
+    assert "cannot name a folder" in message
+
+
+def test_report_refuses_a_suite_name_outside_reports(tmp_path: Path) -> None:
+    from bench import api
+
+    with pytest.raises(BenchError, match="cannot name a folder"):
+        api.build_report("../../elsewhere", results=tmp_path, reports=tmp_path / "reports")
