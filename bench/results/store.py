@@ -19,6 +19,9 @@ from typing import Any
 
 from bench.results.record import RunRecord, migrate
 
+#: Where unreadable record files are moved, inside the store's root.
+CORRUPT = "_corrupt"
+
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write ``payload`` to ``path`` via a temporary file, fsync and rename."""
@@ -50,8 +53,34 @@ class Store:
         return self.folder(suite, method_id) / f"{run_id}.json"
 
     def succeeded(self, suite: str, method_id: str, run_id: str) -> bool:
-        """True when a successful record for ``run_id`` exists."""
-        return self.success_path(suite, method_id, run_id).exists()
+        """True when a readable successful record for ``run_id`` exists.
+
+        A file there that does not parse as a record (truncated, corrupt, ``{}``) is not a
+        success: it is moved aside to ``<root>/_corrupt/`` (reported on stderr), so the cell runs
+        again instead of being skipped for good.
+        """
+        path = self.success_path(suite, method_id, run_id)
+        if not path.exists():
+            return False
+        try:
+            record = read_record(path)
+        except (ValueError, OSError, KeyError) as err:
+            self.quarantine(path, str(err))
+            return False
+        return record.get("status") == "success"
+
+    def quarantine(self, path: Path, reason: str) -> Path:
+        """Move an unreadable record file to ``<root>/_corrupt/`` (same relative path, never overwritten)."""
+        target = self.root / CORRUPT / path.relative_to(self.root)
+        n = 1
+        while target.exists():
+            target = target.with_name(f"{path.stem}~{n}{path.suffix}")
+            n += 1
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        print(f"warning: unreadable record {path} ({reason}) moved to {target}; its cell will run again",
+              file=sys.stderr)
+        return target
 
     def write(self, record: RunRecord | dict[str, Any], predictions: dict[str, Any] | None = None) -> Path:
         """Store a record (and its per-item predictions first, if any); never overwrites a record.
@@ -89,20 +118,34 @@ class Store:
         return path
 
     def paths(self, suite: str | None = None) -> Iterator[Path]:
-        """Record files (hidden temporary files excluded)."""
+        """Record files (hidden temporary files and ``_corrupt/`` excluded)."""
         base = self.root / suite if suite else self.root
         if base.is_dir():
-            yield from sorted(p for p in base.rglob("*.json") if not p.name.startswith("."))
+            yield from sorted(p for p in base.rglob("*.json") if not p.name.startswith(".")
+                              and CORRUPT not in p.relative_to(self.root).parts)
 
     def records(self, suite: str | None = None) -> list[dict[str, Any]]:
         """All readable records; an unreadable file is reported on stderr and skipped."""
         found = []
         for path in self.paths(suite):
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                if not isinstance(data, dict):
-                    raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-                found.append(migrate(data, str(path)))
+                found.append(read_record(path))
             except (ValueError, OSError, KeyError) as err:  # ValueError: bad JSON or UTF-8
                 print(f"warning: skipping unreadable record {path}: {err}", file=sys.stderr)
         return found
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """One record file, migrated to the current schema.
+
+    Raises:
+        ValueError: not JSON, not an object, or no integer ``schema_version`` (not a record).
+        BenchError: a record of a newer schema than this peftbench reads.
+    """
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    version = data.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError(f"not a record: schema_version {version!r}")
+    return migrate(data, str(path))

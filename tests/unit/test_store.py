@@ -247,6 +247,8 @@ def test_atomic_write_replaces_and_cleans_up(tmp_path: Path) -> None:
     b"\xff\xfe\x80 not utf-8",  # binary garbage
     b"[1, 2, 3]",  # JSON, but not an object
     b"null",
+    b"{}",  # an object, but no record (it used to abort report and compare for the whole store)
+    b'{"schema_version": "1"}',
 ])
 def test_corrupted_file_is_skipped_with_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                 content: bytes) -> None:
@@ -258,6 +260,33 @@ def test_corrupted_file_is_skipped_with_warning(tmp_path: Path, capsys: pytest.C
     err = capsys.readouterr().err
     assert err.startswith(f"warning: skipping unreadable record {bad}")
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content", [b'{"schema_version": 2, "run_id": "01234', b"", b"{}", b"\x00\x00"])
+def test_unreadable_success_is_not_done_and_moves_aside(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        content: bytes) -> None:
+    # a truncated or corrupt success file must not make the runner skip its cell for good
+    store = Store(tmp_path)
+    path = store.write(record())
+    path.write_bytes(content)
+    assert not store.succeeded("tiny", "lora", RID)
+    assert not path.exists()
+    moved = tmp_path / "_corrupt" / "tiny" / "lora" / f"{RID}.json"
+    assert moved.read_bytes() == content
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: unreadable record {path}") and "run again" in err[0]
+    assert store.records() == []  # _corrupt/ is not part of the store's records
+    store.write(record())  # the rerun's success lands where the corrupt one was
+    assert store.succeeded("tiny", "lora", RID) and store.records() == [record()]
+    path.write_bytes(content)
+    assert not store.succeeded("tiny", "lora", RID)  # a second corrupt file is moved aside beside the first
+    assert sorted(p.name for p in moved.parent.iterdir()) == [f"{RID}.json", f"{RID}~1.json"]
+
+
+def test_readable_success_stays_done(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.write(record())
+    assert store.succeeded("tiny", "lora", RID) and not (tmp_path / "_corrupt").exists()
 
 
 def test_newer_schema_is_refused_naming_the_file(tmp_path: Path) -> None:
