@@ -154,12 +154,35 @@ def suite_path(name_or_path: str) -> Path:
     raise BenchError(f"unknown suite '{name_or_path}'" + did_you_mean(name_or_path, suite_names()))
 
 
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that repeats a key (plain YAML keeps the last silently)."""
+
+
+def _strict_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges, it is no key
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            repeated = key in seen
+        except TypeError:  # an unhashable key: construct_mapping says so
+            continue
+        if repeated:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+
+
 def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a suite file and its ``include:`` chain into one raw dict."""
     if path.resolve() in seen:
         raise BenchError(f"{path}: include cycle")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=StrictLoader) or {}  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -252,6 +275,8 @@ def parse_suite(raw: dict[str, Any], where: str, default_name: str) -> Suite:
     seeds = tuple(_as_list(raw.get("seeds", [0]), f"{where}: seeds"))
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise BenchError(f"{where}: seeds must be a non-empty list of integers")
+    if len(set(seeds)) != len(seeds):
+        raise BenchError(f"{where}: seeds {list(seeds)} repeat a seed (it would run the same cells twice)")
     for task in tasks:
         if isinstance(task, GenerationTaskSpec):
             if any(n.kind != "none" for n in noise):

@@ -399,3 +399,19 @@ def test_report_refuses_a_suite_name_outside_reports(tmp_path: Path) -> None:
 
     with pytest.raises(BenchError, match="cannot name a folder"):
         api.build_report("../../elsewhere", results=tmp_path, reports=tmp_path / "reports")
+
+
+def test_duplicate_yaml_keys_are_errors_with_their_line(tmp_path: Path) -> None:
+    # plain YAML keeps the last of two equal keys silently; a suite file refuses them
+    path = write(tmp_path, "s.yaml", BASIC.replace("    max_train: 100", "    max_train: 100\n    max_train: 200"))
+    message = suite_error(path)
+    assert message.startswith(f"{path}:11: malformed YAML") and "duplicate key 'max_train'" in message
+    # merge keys (<<: *anchor) are not duplicates, and a key may override what they merge
+    text = BASIC.replace("  fast-lora:\n    method: lora\n",
+                         "  fast-lora:\n    <<: &base {method: lora}\n    method: lora\n")
+    assert load_suite(str(write(tmp_path, "m.yaml", text))).methods[1].method == "lora"
+
+
+def test_duplicate_seeds_are_errors(tmp_path: Path) -> None:
+    message = suite_error(write(tmp_path, "s.yaml", BASIC.replace("seeds: [0, 1]", "seeds: [0, 1, 0]")))
+    assert "repeat a seed" in message
