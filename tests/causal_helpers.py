@@ -47,8 +47,10 @@ def tiny_data_dir(root: Path, *, n_gsm8k: int = 12, n_mmlu: int = 8) -> Path:
 
 
 def sft_ctx(model: str = "random:tiny-llama", *, epochs: int = 2, log: list[dict[str, Any]] | None = None,
-            lr: float = 5e-3) -> Any:
-    """A generation FitContext: 24 "What is i plus i?" -> "2i" pairs (4 of them as validation), fp32 CPU."""
+            lr: float = 5e-3, prompts: list[str] | None = None, responses: list[str] | None = None,
+            n_val: int = 4, max_length: int = 64, batch_size: int = 8) -> Any:
+    """A generation FitContext, fp32 CPU: by default 24 "What is i plus i?" -> "2i" pairs, the first
+    ``n_val`` of them also the validation set; ``prompts``/``responses`` replace the pairs."""
     import numpy as np
     import torch
 
@@ -59,17 +61,20 @@ def sft_ctx(model: str = "random:tiny-llama", *, epochs: int = 2, log: list[dict
     from bench.spec.suite import TrainConfig
 
     tokenizer = load_causal_tokenizer(model)
-    pairs = Pairs([f"What is {i} plus {i}?" for i in range(24)], [f"{2 * i}" for i in range(24)], np.arange(24))
-    train = encode_pairs(pairs, tokenizer, max_length=64)
-    val = encode_pairs(Pairs(pairs.prompts[:4], pairs.responses[:4], np.arange(4)), tokenizer, max_length=64)
+    prompts = prompts if prompts is not None else [f"What is {i} plus {i}?" for i in range(24)]
+    responses = responses if responses is not None else [f"{2 * i}" for i in range(len(prompts))]
+    pairs = Pairs(prompts, responses, np.arange(len(prompts)))
+    train = encode_pairs(pairs, tokenizer, max_length=max_length)
+    val = encode_pairs(Pairs(prompts[:n_val], responses[:n_val], np.arange(n_val)), tokenizer, max_length=max_length)
     base = causal_base(model, "fp32")
     rows = log if log is not None else []
     return FitContext(
         task="toy", kind="generation", label_names=[], new_model=base.new, tokenizer=tokenizer,
         train=Encoded(train.input_ids, np.zeros(len(train), np.int64), train.ids),
         val=Encoded(val.input_ids, np.zeros(len(val), np.int64), val.ids),
-        train_config=TrainConfig(epochs=epochs, batch_size=8, eval_batch_size=8, lr=lr, warmup_ratio=0.1,
-                                 precision="fp32"),
+        train_config=TrainConfig(epochs=epochs, batch_size=batch_size, eval_batch_size=batch_size, lr=lr,
+                                 warmup_ratio=0.1, precision="fp32"),
         seed=0, device=torch.device("cpu"), precision="fp32", log=rows.append, progress=None,
-        train_targets=tuple(train.target_masks), val_targets=tuple(val.target_masks),
+        train_texts=tuple(prompts[i] for i in train.ids), train_targets=tuple(train.target_masks),
+        val_targets=tuple(val.target_masks), train_answers=tuple(responses[i] for i in train.ids),
     )

@@ -120,6 +120,13 @@ def _humaneval(s: GenerationSetup, fitted: CausalFitted, execution: CodeExecutio
         out.gen_tokens, out.gen_s = out.gen_tokens + result["gen_tokens"], out.gen_s + result["gen_s"]
 
 
+def _score(s: GenerationSetup, fitted: CausalFitted, data_dir: Path, execution: CodeExecution, out: _Scores) -> None:
+    """Every evaluation of the task (lm-eval tasks, then HumanEval) on ``fitted``'s current adapter."""
+    with torch.no_grad():
+        _lm_eval(s, fitted, data_dir, out)
+        _humaneval(s, fitted, execution, out)
+
+
 def _stages(setup: GenerationSetup, fitted: CausalFitted, data_dir: Path, execution: CodeExecution,
             efficiency: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Every evaluation of the task on each earlier stage's adapter (``fitted.checkpoints``)."""
@@ -131,9 +138,7 @@ def _stages(setup: GenerationSetup, fitted: CausalFitted, data_dir: Path, execut
         for name, state in fitted.checkpoints.items():
             set_peft_model_state_dict(fitted.model, state)
             start, out = time.perf_counter(), _Scores()
-            with torch.no_grad():
-                _lm_eval(setup, fitted, data_dir, out)
-                _humaneval(setup, fitted, execution, out)
+            _score(setup, fitted, data_dir, execution, out)
             stages[name] = _flatten(out.evals)[0]
             efficiency[f"eval_stage_{name}_wall_s"] = time.perf_counter() - start
     finally:
@@ -180,9 +185,7 @@ class Generation:
         if method_own:  # e.g. ba-lora's step-0 checks, lora-dropout's ensemble size and mask sparsity
             out.diagnostics["method"] = method_own
         with Phase("eval", setup.ctx.device) as phase:
-            with torch.no_grad():
-                _lm_eval(setup, fitted, data_dir, out)
-                _humaneval(setup, fitted, execution or CodeExecution(), out)
+            _score(setup, fitted, data_dir, execution or CodeExecution(), out)
         if out.gen_tokens:
             out.efficiency.update(gen_tokens=float(out.gen_tokens),
                                   gen_tokens_per_s=out.gen_tokens / out.gen_s if out.gen_s else float("nan"))

@@ -6,7 +6,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,18 +14,13 @@ from bench.sdk.causal import reload_check, sft_data
 from bench.sdk.registry import get_method
 from bench.spec.config import build
 from methods.lora_par_partition import lora_parameters
+from tests.causal_helpers import sft_ctx
 
 MODEL = "random:tiny-llama"
 
 
 def gsm_ctx(n: int = 16, *, log: list[dict[str, Any]] | None = None) -> Any:
     """A generation FitContext of GSM8K-shaped pairs: one-step answers (System 1) and three-step ones (System 2)."""
-    from bench.data.sft import Pairs, encode_pairs
-    from bench.data.tokens import Encoded
-    from bench.models.causal import causal_base, load_causal_tokenizer
-    from bench.sdk.method import FitContext
-    from bench.spec.suite import TrainConfig
-
     questions, answers = [], []
     for i in range(n):
         questions.append(f"Tom has {i} apples and buys {i + 2} more. How many apples does he have?")
@@ -35,22 +29,8 @@ def gsm_ctx(n: int = 16, *, log: list[dict[str, Any]] | None = None) -> Any:
                            f"Doubled: <<{2 * i + 2}*2={4 * i + 4}>>{4 * i + 4}.\n#### {2 * i + 2}")
         else:
             answers.append(f"He has {2 * i + 2} apples.\n#### {2 * i + 2}")
-    tokenizer = load_causal_tokenizer(MODEL)
-    pairs = Pairs(questions, answers, np.arange(n))
-    train = encode_pairs(pairs, tokenizer, max_length=96)
-    val = encode_pairs(Pairs(questions[:2], answers[:2], np.arange(2)), tokenizer, max_length=96)
-    base = causal_base(MODEL, "fp32")
-    rows = log if log is not None else []
-    return FitContext(
-        task="toy-gsm8k", kind="generation", label_names=[], new_model=base.new, tokenizer=tokenizer,
-        train=Encoded(train.input_ids, np.zeros(len(train), np.int64), train.ids),
-        val=Encoded(val.input_ids, np.zeros(len(val), np.int64), val.ids),
-        train_config=TrainConfig(epochs=1, batch_size=4, eval_batch_size=4, lr=5e-3, warmup_ratio=0.1,
-                                 precision="fp32"),
-        seed=0, device=torch.device("cpu"), precision="fp32", log=rows.append, progress=None,
-        train_texts=tuple(questions), train_targets=tuple(train.target_masks), val_targets=tuple(val.target_masks),
-        train_answers=tuple(answers),
-    )
+    return sft_ctx(MODEL, epochs=1, log=log, prompts=questions, responses=answers, n_val=2, max_length=96,
+                   batch_size=4)
 
 
 SMALL = {"importance_samples": 4, "rl_max_prompts": 2, "num_generations": 2, "rl_batch_size": 2,

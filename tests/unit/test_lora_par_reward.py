@@ -107,7 +107,7 @@ def test_extract_answer() -> None:
     assert extract_answer("no tags") == ""
 
 
-# Verbatim GSM8K answers from /work/shared/data/gsm8k/train.jsonl (lines 1, 2, 346 and 5845).
+# Verbatim GSM8K answers from ../shared/data/gsm8k/train.jsonl (lines 1, 2, 346 and 5845).
 NATALIA = (
     "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
     "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72"

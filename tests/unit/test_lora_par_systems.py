@@ -28,7 +28,7 @@ from methods.lora_par_systems import (
 
 S1, S2 = SYSTEM1, SYSTEM2
 
-# Rows copied verbatim from /work/shared/data/gsm8k/train.jsonl (row numbers in the comments).
+# Rows copied verbatim from ../shared/data/gsm8k/train.jsonl (row numbers in the comments).
 GSM8K = [
     # row 186: 2 lines (2 sentences), one annotated step -> 1 operation; nothing reaches a threshold -> System1
     ("Christina has 3 snakes. 1 snake is 2 feet long. Another snake is 16 inches long. The last snake is 10 inches "
