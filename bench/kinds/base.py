@@ -58,11 +58,12 @@ class TaskKind(Protocol):
 
     name: str
 
-    def resolve_task(self, task: Any, method: MethodEntry, data_dir: Path) -> dict[str, Any]:
+    def resolve_task(self, task: Any, method: MethodEntry, data_dir: Path, *, model: str) -> dict[str, Any]:
         """Spec fields that pin the task's inputs (data digests, task-config hashes).
 
         Raises:
-            BenchError: missing data, or a method that does not train this kind.
+            BenchError: missing data, a method that does not train this kind, or a base model
+            (the suite's ``model``) of the wrong family.
         """
         ...
 

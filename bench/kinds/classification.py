@@ -127,7 +127,7 @@ class Classification:
 
     name = "classification"
 
-    def resolve_task(self, task: Any, method: MethodEntry, data_dir: Path) -> dict[str, Any]:
+    def resolve_task(self, task: Any, method: MethodEntry, data_dir: Path, *, model: str) -> dict[str, Any]:
         """The data digest of every split file the task reads."""
         if self.name not in method.kinds:
             raise BenchError(f"method '{method.name}' does not train classifiers (supports: "

@@ -21,13 +21,14 @@ import torch
 
 from bench.data.sft import Pairs, SftData, encode_pairs, load_pairs
 from bench.data.tokens import Encoded
-from bench.errors import CellError
+from bench.errors import BenchError, CellError
 from bench.evaluate.code import CodeExecution, evaluate_humaneval
 from bench.evaluate.generation import evaluate_model, per_item
 from bench.evaluate.lm_tasks import resolve_generation_task
 from bench.kinds.base import Evaluation, Log, split_diagnostics
 from bench.models.causal import causal_base, load_causal_tokenizer
 from bench.models.device import default_device
+from bench.models.encoder import is_encoder
 from bench.run.profile import Phase
 from bench.sdk.causal import CausalFitted, reload_check
 from bench.sdk.loop import resolve_precision
@@ -39,7 +40,7 @@ from bench.spec.generation import EvalSpec, GenerationTaskSpec, HumanEvalSpec
 #: Validation items the reload check compares next-token probabilities on.
 RELOAD_ITEMS = 2
 #: Per-eval figures that describe the evaluation rather than score the model (kept in diagnostics).
-EVAL_INFO = ("n_items", "num_fewshot", "n_samples")
+EVAL_INFO = ("n_items", "num_fewshot", "n_samples", "probe")
 #: Metric names shown in the runner's per-cell line.
 HEADLINE_SUFFIXES = ("_exact_match_strict_match", "_exact_match_flexible_extract", "_acc", "_ece")
 
@@ -151,8 +152,11 @@ class Generation:
 
     name = "generation"
 
-    def resolve_task(self, task: Any, method: MethodEntry, data_dir: Path) -> dict[str, Any]:
-        """Data digests and the lm-eval task configs' hash; the method must train causal LMs."""
+    def resolve_task(self, task: Any, method: MethodEntry, data_dir: Path, *, model: str) -> dict[str, Any]:
+        """Data digests and the lm-eval task configs' hash; the method and the model must be causal LMs."""
+        if is_encoder(model):
+            raise BenchError(f"task '{task.name}' is a generation task (SFT, lm-eval evaluations, bias probes) and "
+                             f"needs a causal LM; model '{model}' is an encoder classifier (use e.g. model: smollm2)")
         return resolve_generation_task(task, method, data_dir)
 
     def setup(self, cell: ResolvedCell, data_dir: Path, log: Log, progress: Any) -> GenerationSetup:

@@ -43,6 +43,12 @@ def model_names() -> list[str]:
     return sorted([*EMBEDDED, *(f"random:{p}" for p in RANDOM_PRESETS)])
 
 
+def is_encoder(name: str) -> bool:
+    """Whether ``name`` is one of the encoder classifiers' own names (embedded, alias or ``random:`` preset)."""
+    key = name.lower()
+    return key in EMBEDDED or key in ALIASES or (key.startswith("random:") and key[len("random:"):] in RANDOM_PRESETS)
+
+
 def embedded_path(name: str) -> Path:
     """Folder of an embedded model's weights; a clear error if its package is missing."""
     package, sub = EMBEDDED[name]

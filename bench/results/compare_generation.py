@@ -29,6 +29,7 @@ from bench.evaluate.classification import ECE_BINS
 from bench.metrics.calibration import expected_calibration_error
 from bench.metrics.passk import pass_at_k
 from bench.report.generation import HEADLINE
+from bench.results import compare_bias
 from bench.results.stats import TestResult, mcnemar_test, pair_items, paired_bootstrap
 
 #: Metric suffixes of an evaluation, in display order, and whether higher is better (the leaderboard's).
@@ -38,6 +39,9 @@ _PASS_AT = re.compile(r"^(?P<eval>[a-z0-9_]+)_pass_at_(?P<k>\d+)$")
 
 def direction(metric: str) -> bool | None:
     """Whether higher is better for a generation metric name; None if it is not one."""
+    bias = compare_bias.direction(metric)
+    if bias is not None:
+        return bias
     for suffix, higher in SUFFIXES:
         if metric.endswith(f"_{suffix}") and len(metric) > len(suffix) + 1:
             return higher
@@ -102,6 +106,10 @@ def item_tests(base: Mapping[str, Any], new: Mapping[str, Any], metrics: Iterabl
     """
     out = {}
     for metric in metrics:
+        probe = compare_bias.item_test(base, new, metric, where=where, seed=seed, n_resamples=n_resamples)
+        if probe is not None:  # a bias probe's metric: its items resampled
+            out[metric] = probe
+            continue
         cal_b, cal_n = _calibration(base, metric), _calibration(new, metric)
         if cal_b is not None and cal_n is not None:
             (ib, ab), (i_n, an) = cal_b, cal_n

@@ -42,7 +42,7 @@ def resolve(cell: Cell, data_dir: Path) -> ResolvedCell:
     if noise.kind == "asymmetric" and noise.pair_map is None and task_map is not None:
         noise = replace(noise, pair_map=task_map)  # the task's default map (METHODS.md §1.2)
     task: dict[str, Any] = {k: v for k, v in asdict(cell.task).items() if k != "noise"}  # the cell's is below
-    task.update(get_kind(cell.kind).resolve_task(cell.task, entry, data_dir))
+    task.update(get_kind(cell.kind).resolve_task(cell.task, entry, data_dir, model=cell.model))
     spec = {
         "suite": cell.suite,
         "task": task,
