@@ -67,14 +67,20 @@ def run_suite(suite: Suite | str, *, overrides: tuple[str, ...] = (), data_dir: 
 
 def build_report(suite: str, *, results: str | Path | None = None,
                  reports: str | Path | None = None) -> list[Path]:
-    """Write ``reports/<suite>/`` from the store only (no model, no data)."""
+    """Write ``reports/<suite>/`` from the store only (no model, no data): records and bias-probe item arrays."""
     from bench.report import write_report
+    from bench.report.bias import has_probe
 
     check_path_name(suite, "suite name", "bench report")  # it names the folder written under reports/
-    records = latest_records(Store(results_dir(results)).records(suite))
+    store = Store(results_dir(results))
+    records = latest_records(store.records(suite))
     if not records:
         raise BenchError(f"no records for suite '{suite}' in {results_dir(results)}; run it first")
-    return write_report(expand_variants(label_settings(records)), reports_dir(reports) / suite, suite=suite)
+    # the bias probes' item arrays, for their bootstrap intervals (by the stored method id, before labelling)
+    items = {r["run_id"]: arrays for r in records if has_probe(r)
+             and (arrays := store.read_predictions(suite, r["spec"]["method"]["id"], r["run_id"])) is not None}
+    return write_report(expand_variants(label_settings(records)), reports_dir(reports) / suite, suite=suite,
+                        items=items)
 
 
 def summarize(suite: str, *, results: str | Path | None = None, interval: str = "t",

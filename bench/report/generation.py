@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from bench.report.bias import probe_evals
 from bench.report.tables import Column, pct, table
 from bench.results.query import (
     Record,
@@ -48,12 +49,14 @@ def is_generation(record: Record) -> bool:
 
 
 def _eval_names(records: Sequence[Record]) -> list[str]:
+    """The task's evaluations, less the bias probes (the Bias section shows those)."""
     names: dict[str, None] = {}
     for record in records:
         for entry in get_path(record, "spec.task.evals") or []:
             if isinstance(entry, dict) and entry.get("name"):
                 names[str(entry["name"])] = None
-    return list(names)
+    probes = {name for name, _ in probe_evals(records)}
+    return [n for n in names if n not in probes]
 
 
 def _pass_at_ks(records: Sequence[Record], name: str) -> list[tuple[str, str, bool]]:

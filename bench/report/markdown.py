@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.report.bias import RunItems, bias_section
 from bench.report.generation import generation_section, is_generation
 from bench.report.tables import DASH, DIRTY_MARK, ESCAPE, Column, pct, table
 from bench.results.query import (
@@ -181,13 +182,14 @@ def _environment_line(records: Sequence[Record]) -> str:
 
 
 def leaderboard_markdown(records: Sequence[Record], *, suite: str,
-                         figures: Sequence[str] = ()) -> str:
+                         figures: Sequence[str] = (), items: RunItems | None = None) -> str:
     """Renders the suite leaderboard as deterministic markdown.
 
     Args:
         records: All run records of the suite (any status).
         suite: Suite name used in the title.
         figures: File names of plots (relative to the leaderboard) to link.
+        items: Run id -> the run's stored per-item arrays, for the bias section's intervals.
 
     Returns:
         The markdown text, ending with a newline.
@@ -213,6 +215,7 @@ def leaderboard_markdown(records: Sequence[Record], *, suite: str,
                                  dirty=dirty, require=DETECTION)
     if generation:
         lines += generation_section(generation, dirty=dirty)
+        lines += bias_section(generation, items)
     if figures:
         lines += ["## Plots", ""] + [f"![{f.rsplit('.', 1)[0]}]({f})" for f in figures] + [""]
     lines += _collapsed_section(records) + _failed_section(records)

@@ -117,6 +117,23 @@ class Store:
         atomic_write_bytes(path, buffer.getvalue())
         return path
 
+    def read_predictions(self, suite: str, method_id: str, run_id: str) -> dict[str, Any] | None:
+        """A run's stored per-item arrays (``<run_id>.preds.npz``, no pickles), or None without any.
+
+        An unreadable file is reported on stderr and read as None.
+        """
+        import numpy as np
+
+        path = self.folder(suite, method_id) / f"{run_id}.preds.npz"
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {name: data[name] for name in data.files}
+        except (OSError, ValueError, EOFError) as err:  # ValueError: not an npz, or pickled arrays
+            print(f"warning: skipping unreadable predictions {path}: {err}", file=sys.stderr)
+            return None
+
     def paths(self, suite: str | None = None) -> Iterator[Path]:
         """Record files (hidden temporary files and ``_corrupt/`` excluded)."""
         base = self.root / suite if suite else self.root
