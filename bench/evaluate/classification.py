@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bench.metrics.accuracy import accuracy, macro_f1
+from bench.metrics.accuracy import accuracy, class_accuracies, macro_f1, worst_class_accuracy
 from bench.metrics.calibration import (
     brier_score,
     expected_calibration_error,
@@ -25,12 +25,14 @@ COLLAPSE_GOLD_SHARE = 0.5
 
 
 def classification_metrics(probs: NDArray[np.float64], labels: NDArray[np.int64]) -> dict[str, Any]:
-    """Accuracy, macro-F1, ECE (15 equal-width bins), Brier, NLL and reliability bins."""
+    """Accuracy, macro-F1, per-class and worst-class accuracy, ECE (15 bins), Brier, NLL, reliability bins."""
     preds = probs.argmax(axis=1)
     n_classes = probs.shape[1]
     return {
         "accuracy": accuracy(preds, labels),
         "macro_f1": macro_f1(preds, labels, n_classes=n_classes),
+        "worst_class_acc": worst_class_accuracy(preds, labels, n_classes=n_classes),
+        "class_acc": class_accuracies(preds, labels, n_classes).tolist(),
         "ece": expected_calibration_error(probs, labels, n_bins=ECE_BINS),
         "brier": brier_score(probs, labels),
         "nll": negative_log_likelihood(probs, labels),

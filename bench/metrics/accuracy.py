@@ -1,4 +1,4 @@
-"""Classification metrics on integer label arrays: accuracy, macro-F1, confusion matrix."""
+"""Classification metrics on integer labels: accuracy, macro-F1, per-class and worst-class accuracy, confusion."""
 
 from __future__ import annotations
 
@@ -108,6 +108,56 @@ def macro_f1(preds: npt.ArrayLike, labels: npt.ArrayLike, n_classes: int | None 
     denom = 2 * tp + fp + fn
     present = denom > 0
     return float(np.mean(2 * tp[present] / denom[present]))
+
+
+def class_accuracies(preds: npt.ArrayLike, labels: npt.ArrayLike, n_classes: int) -> npt.NDArray[np.float64]:
+    """Per-class accuracy (recall): the share of each class's items predicted as that class.
+
+    Args:
+        preds: Predicted class ids, shape ``[n]``.
+        labels: True class ids, shape ``[n]``.
+        n_classes: Number of classes K.
+
+    Returns:
+        float array ``[K]``; nan for a class with no item in ``labels``.
+
+    Raises:
+        ValueError: On bad shapes or dtypes, ``n_classes < 1``, or ids outside ``[0, K)``.
+    """
+    cm = confusion_matrix(preds, labels, n_classes)
+    support = cm.sum(axis=1)
+    out = np.full(cm.shape[0], np.nan)
+    np.divide(np.diag(cm), support, out=out, where=support > 0)
+    return out
+
+
+@register_metric("worst_class_acc", higher_is_better=True)
+def worst_class_accuracy(preds: npt.ArrayLike, labels: npt.ArrayLike, n_classes: int | None = None) -> float:
+    """The lowest per-class accuracy (recall) over the classes present in ``labels`` (METHODS.md §5.5 b).
+
+    A classifier that predicts the majority class for everything scores 0 here however
+    accurate it is overall.
+
+    Args:
+        preds: Predicted class ids, shape ``[n]``.
+        labels: True class ids, shape ``[n]``.
+        n_classes: Number of classes (values outside ``[0, n_classes)`` raise), or None to
+            infer them from the values; a class with no true item is left out either way.
+
+    Returns:
+        Worst-class accuracy in [0, 1]; nan for empty input.
+
+    Raises:
+        ValueError: On bad shapes or dtypes, negative ids, or ids outside ``[0, n_classes)``.
+    """
+    p, y = _paired(preds, labels)
+    if p.size == 0:
+        return float("nan")
+    if n_classes is None:
+        if min(p.min(), y.min()) < 0:
+            raise ValueError("preds and labels must be non-negative class ids")
+        n_classes = int(max(p.max(), y.max())) + 1
+    return float(np.nanmin(class_accuracies(p, y, n_classes)))
 
 
 def confusion_matrix(preds: npt.ArrayLike, labels: npt.ArrayLike, n_classes: int) -> IntArray:
