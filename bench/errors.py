@@ -27,7 +27,7 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
     if close:
         return f" (did you mean '{close[0]}'?)"
-    shown = ", ".join(options[:12]) + (", ..." if len(options) > 12 else "")
+    shown = ", ".join(options[:20]) + (", ..." if len(options) > 20 else "")
     return f" (known: {shown})" if options else ""
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from bench.data.imbalance import imbalance_keep
 from bench.data.loaders import column, file_digest, find_dataset, read_labels, read_split, split_file
 from bench.errors import BenchError
 from bench.spec.suite import TaskSpec
@@ -40,6 +42,8 @@ class TaskData:
     val: Split
     test: Split
     data_version: str
+    imbalance: dict[str, Any] | None = None
+    """With the task's ``imbalance:``, the realised subsample (:func:`bench.data.imbalance.imbalance_keep`)."""
 
     @property
     def n_classes(self) -> int:
@@ -77,13 +81,22 @@ def _cap(split: Split, limit: int | None, rng: np.random.Generator) -> Split:
     return _take(split, rng.permutation(len(split.texts))[:limit])
 
 
+def _imbalanced(train: Split, spec: TaskSpec, names: list[str]) -> tuple[Split, dict[str, Any] | None]:
+    """The training split with the task's ``imbalance:`` applied (by gold class), and its record."""
+    if spec.imbalance is None:
+        return train, None
+    keep, info = imbalance_keep(train.truth, names, spec.imbalance, f"task {spec.name or spec.dataset}")
+    return _take(train, keep), info
+
+
 def load_task(spec: TaskSpec, data_dir: Path) -> TaskData:
     """Load, check and subsample a task's train, validation and test splits.
 
     Validation is the train folder's ``val_split`` (or ``validation`` if present); otherwise
     ``val_fraction`` of the training pool is held out. Validation and test use gold labels:
     they feed curves and metrics only, never model selection, so no gold label leaks into
-    training.
+    training. A task's ``imbalance:`` subsamples the capped training split only
+    (:mod:`bench.data.imbalance`).
     """
     test_folder = find_dataset(spec.dataset, data_dir)
     train_folder = find_dataset(spec.train_dataset, data_dir) if spec.train_dataset else test_folder
@@ -108,8 +121,8 @@ def load_task(spec: TaskSpec, data_dir: Path) -> TaskData:
     if val_split is not None:
         files.append(split_file(train_folder, val_split))
     version = "-".join(file_digest(f)[:12] for f in files if f is not None)
-    return TaskData(
-        name=spec.name or spec.dataset, label_names=names,
-        train=_cap(train, spec.max_train, rng), val=_cap(val, spec.max_val, rng),
-        test=_cap(test, spec.max_test, rng), data_version=version,
-    )
+    train = _cap(train, spec.max_train, rng)  # the caps draw from rng in this order: train, val, test
+    val, test = _cap(val, spec.max_val, rng), _cap(test, spec.max_test, rng)
+    train, imbalance = _imbalanced(train, spec, names)
+    return TaskData(name=spec.name or spec.dataset, label_names=names, train=train, val=val, test=test,
+                    data_version=version, imbalance=imbalance)

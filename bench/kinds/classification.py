@@ -93,7 +93,8 @@ class ClassificationSetup:
     def noise(self) -> dict[str, Any]:
         """The record's ``noise`` section."""
         n = self.noise_result
-        return {"realised_rate": n.realised_rate, "counts": n.counts, "matrix": n.matrix, "info": n.info}
+        block = {"realised_rate": n.realised_rate, "counts": n.counts, "matrix": n.matrix, "info": n.info}
+        return block if self.data.imbalance is None else {**block, "imbalance": self.data.imbalance}
 
 
 def inject_noise(cell: ResolvedCell, data: TaskData, train: Encoded,
@@ -128,11 +129,19 @@ class Classification:
     name = "classification"
 
     def resolve_task(self, task: Any, method: MethodEntry, data_dir: Path, *, model: str) -> dict[str, Any]:
-        """The data digest of every split file the task reads."""
+        """The data digest of every split file the task reads; with ``imbalance:``, its minority as an index.
+
+        An imbalanced task loads its data here, so that an unknown minority class or one left
+        with no item fails before any cell trains; naming the class or giving its index is one run id.
+        """
         if self.name not in method.kinds:
             raise BenchError(f"method '{method.name}' does not train classifiers (supports: "
                              f"{', '.join(method.kinds)}); task '{task.name}' is a classification task")
-        return {"data_version": data_version(task, data_dir)}
+        resolved: dict[str, Any] = {"data_version": data_version(task, data_dir)}
+        if task.imbalance is not None:
+            info = cast(dict[str, Any], _task(task, data_dir).imbalance)  # raises BenchError on a bad one
+            resolved["imbalance"] = {"ratio": task.imbalance.ratio, "minority": info["minority"]}
+        return resolved
 
     def setup(self, cell: ResolvedCell, data_dir: Path, log: Log, progress: Any) -> ClassificationSetup:
         """Load data, inject noise, build the method and its FitContext."""

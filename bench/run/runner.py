@@ -41,7 +41,9 @@ def resolve(cell: Cell, data_dir: Path) -> ResolvedCell:
     task_map = getattr(cell.task, "pair_map", None)
     if noise.kind == "asymmetric" and noise.pair_map is None and task_map is not None:
         noise = replace(noise, pair_map=task_map)  # the task's default map (METHODS.md §1.2)
-    task: dict[str, Any] = {k: v for k, v in asdict(cell.task).items() if k != "noise"}  # the cell's is below
+    omit = getattr(cell.task, "OMIT_WHEN_NONE", ())  # new optional fields leave old run ids as they were
+    task: dict[str, Any] = {k: v for k, v in asdict(cell.task).items()
+                            if k != "noise" and not (v is None and k in omit)}  # the cell's noise is below
     task.update(get_kind(cell.kind).resolve_task(cell.task, entry, data_dir, model=cell.model))
     spec = {
         "suite": cell.suite,

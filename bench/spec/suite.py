@@ -15,8 +15,10 @@ from typing import Any, ClassVar
 
 import yaml
 
+from bench.data.imbalance import ImbalanceSpec
 from bench.data.noise import NoiseSpec
 from bench.errors import BenchError, did_you_mean
+from bench.metrics import metric_names
 from bench.spec.config import apply_override, build, merge
 from bench.spec.generation import GENERATION, GenerationTaskSpec, build_generation_task
 
@@ -88,9 +90,16 @@ class TaskSpec:
     """Default asymmetric-noise map for this task (METHODS.md §1.2), e.g. ``sst5``."""
     noise: tuple[NoiseSpec, ...] | None = None
     """This task's noise settings, replacing the suite's list (e.g. only asym-40% on TREC)."""
+    imbalance: ImbalanceSpec | None = None
+    """Subsample one class of the training split, e.g. ``{ratio: 9, minority: negative}`` for
+    SST-2 at 9:1 (:mod:`bench.data.imbalance`; METHODS.md §5.5 b). Validation and test stay as
+    distributed. None: the split as distributed."""
 
     KIND: ClassVar[str] = "classification"
     """The task kind that runs it (:mod:`bench.kinds`); not a field, so not in the spec."""
+    OMIT_WHEN_NONE: ClassVar[tuple[str, ...]] = ("imbalance",)
+    """Fields added after run ids were first stored: left out of the resolved spec (the input of
+    the run id) while None, so that the cells that do not use them keep their ids."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,21 @@ class MethodSpec:
 
 
 @dataclass(frozen=True)
+class ReportSpec:
+    """What ``bench report`` adds for this suite beyond the per-cell tables.
+
+    Attributes:
+        deltas: method id -> the method ids to compare it with, e.g. ``{ba-lora: [pissa, lora]}``:
+            the leaderboard's "Differences between methods" section gives, per task × noise, the
+            seed-mean difference of each metric in ``delta_metrics`` with a Welch 95 % CI and p.
+        delta_metrics: The record metrics those differences are taken of.
+    """
+
+    deltas: dict[str, list[str]] = field(default_factory=dict)
+    delta_metrics: tuple[str, ...] = ("accuracy", "macro_f1", "worst_class_acc")
+
+
+@dataclass(frozen=True)
 class Suite:
     """A validated suite: the grid is tasks × noise × methods × seeds."""
 
@@ -123,6 +147,7 @@ class Suite:
     seeds: tuple[int, ...]
     methods: tuple[MethodSpec, ...]
     description: str = ""
+    report: ReportSpec = field(default_factory=ReportSpec)
 
     def train_for(self, method: MethodSpec) -> TrainConfig:
         """The training config of ``method``: the suite's, overridden by its grid entry."""
@@ -130,7 +155,7 @@ class Suite:
         return build(TrainConfig, merge(base, method.train), f"{self.path}: methods.{method.id}.train")
 
 
-SUITE_KEYS = ("include", "name", "description", "model", "train", "tasks", "noise", "seeds", "methods")
+SUITE_KEYS = ("include", "name", "description", "model", "train", "tasks", "noise", "seeds", "methods", "report")
 
 
 def suites_dir() -> Path:
@@ -234,7 +259,28 @@ def _as_list(raw: Any, where: str) -> list[Any]:
 
 
 def _classification_task(raw: dict[str, Any], where: str) -> TaskSpec:
+    if "evals" in raw:
+        raise BenchError(f"{where}: evals: needs kind: generation (a classification task is scored on its "
+                         "own test split; bias probes and lm-eval tasks score causal LMs)")
     return build(TaskSpec, {k: v for k, v in raw.items() if k != "kind"}, where)
+
+
+def _report(raw: Any, methods: tuple[MethodSpec, ...], where: str) -> ReportSpec:
+    """The suite's ``report:``; every method id it names must be in the grid."""
+    report = build(ReportSpec, raw, where)
+    ids = [m.id for m in methods]
+    for name in report.delta_metrics:
+        if name not in metric_names():
+            raise BenchError(f"{where}.delta_metrics: unknown metric '{name}'" + did_you_mean(name, metric_names()))
+    for method, references in report.deltas.items():
+        if not isinstance(references, list) or not all(isinstance(r, str) for r in references) or not references:
+            raise BenchError(f"{where}.deltas.{method}: expected a non-empty list of method ids, got {references!r}")
+        for name in (method, *references):
+            if name not in ids:
+                raise BenchError(f"{where}.deltas: '{name}' is not a method of this suite" + did_you_mean(name, ids))
+        if method in references:
+            raise BenchError(f"{where}.deltas.{method}: a method is not compared with itself")
+    return report
 
 
 #: A task's ``kind:`` (default classification) -> the function that validates its mapping into
@@ -291,6 +337,7 @@ def parse_suite(raw: dict[str, Any], where: str, default_name: str) -> Suite:
         train=build(TrainConfig, raw.get("train"), f"{where}: train"),
         tasks=tasks, noise=noise, seeds=seeds, methods=methods,
         description=str(raw.get("description", "")),
+        report=_report(raw.get("report"), methods, f"{where}: report"),
     )
     check_path_name(suite.name, "suite name", where)
     for method in methods:
