@@ -12,7 +12,7 @@ from bench.errors import BenchError
 from bench.results.query import expand_variants, label_settings, latest_records
 from bench.results.store import Store
 from bench.run.quiet import quiet_libraries
-from bench.spec.suite import REPO_ROOT, Suite, check_path_name, load_suite
+from bench.spec.suite import REPO_ROOT, ReportSpec, Suite, check_path_name, load_suite
 
 if TYPE_CHECKING:  # kept out of the import: bench.run.runner imports torch, and compare/report need none
     import pandas as pd
@@ -80,7 +80,15 @@ def build_report(suite: str, *, results: str | Path | None = None,
     items = {r["run_id"]: arrays for r in records if has_probe(r)
              and (arrays := store.read_predictions(suite, r["spec"]["method"]["id"], r["run_id"])) is not None}
     return write_report(expand_variants(label_settings(records)), reports_dir(reports) / suite, suite=suite,
-                        items=items)
+                        items=items, report=_report_options(suite))
+
+
+def _report_options(suite: str) -> ReportSpec | None:
+    """The ``report:`` of the suite file of that name, if there is one that loads (the store alone has none)."""
+    try:
+        return load_suite(suite).report
+    except BenchError:
+        return None
 
 
 def summarize(suite: str, *, results: str | Path | None = None, interval: str = "t",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.report.bias import RunItems, probe_evals
 from bench.report.bias_plots import CROWS_PLOT, STEREOSET_PLOT, bias_plots
@@ -16,6 +17,9 @@ from bench.report.pareto import pareto_front
 from bench.report.plots import plot_pareto, plot_reliability
 from bench.report.stages import IMPORTANCE_PLOT, RL_PLOT, stage_plots
 from bench.results.query import Record
+
+if TYPE_CHECKING:
+    from bench.spec.suite import ReportSpec
 
 __all__ = [
     "LEADERBOARD",
@@ -71,7 +75,7 @@ def _plots(records: Sequence[Record], out_dir: Path) -> list[Path | None]:
 
 
 def write_report(records: Sequence[Record], out_dir: Path, *, suite: str,
-                 items: RunItems | None = None) -> list[Path]:
+                 items: RunItems | None = None, report: ReportSpec | None = None) -> list[Path]:
     """Writes the leaderboard and all plots for one suite.
 
     Plots whose fields no record has are skipped; a stale file of the same name
@@ -83,6 +87,7 @@ def write_report(records: Sequence[Record], out_dir: Path, *, suite: str,
         suite: Suite name for the leaderboard title.
         items: Run id -> the run's stored per-item arrays (``<run_id>.preds.npz``); the bias
             section and plots draw their bootstrap intervals from them (none without).
+        report: The suite's ``report:`` options (``deltas``), if its file is known.
 
     Returns:
         The written paths: the leaderboard first, then the plots in ``PLOT_FILES`` order.
@@ -99,6 +104,6 @@ def write_report(records: Sequence[Record], out_dir: Path, *, suite: str,
         if stale not in plots and stale.exists():
             stale.unlink()
     leaderboard = out_dir / LEADERBOARD
-    text = leaderboard_markdown(records, suite=suite, figures=[p.name for p in plots], items=items)
+    text = leaderboard_markdown(records, suite=suite, figures=[p.name for p in plots], items=items, report=report)
     leaderboard.write_text(text, encoding="utf-8")
     return [leaderboard, *plots]

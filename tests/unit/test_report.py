@@ -119,8 +119,8 @@ def test_bootstrap_interval_option() -> None:
 def test_single_seed_shows_mean_only_and_missing_is_dash() -> None:
     text = leaderboard_markdown([make_record("r1", accuracy=0.9, ece=0.05)], suite="s")
     row = next(line for line in text.splitlines() if line.startswith("| lora"))
-    # accuracy, its CI (none with one seed), macro-F1 (missing), ECE, NLL (missing)
-    assert "| 90.00 | – | – | 5.00 | – |" in row and "±" not in row and "n=1" in row
+    # accuracy, its CI (none with one seed), macro-F1 (missing), worst-class accuracy (missing), ECE, NLL (missing)
+    assert "| 90.00 | – | – | – | 5.00 | – |" in row and "±" not in row and "n=1" in row
     assert math.isnan(aggregate([make_record("r1", accuracy=0.9)]).iloc[0]["accuracy_ci_low"])
 
 
