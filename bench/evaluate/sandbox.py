@@ -44,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
@@ -90,8 +90,9 @@ class SandboxResult:
     """How one program ended.
 
     Attributes:
-        passed: True only for exit status 0 within the limits.
-        reason: ``passed``, ``failed`` (non-zero exit), ``memory_limit`` (ended by MemoryError),
+        passed: True only for exit status 0 within the limits (and the pass marker printed, if asked).
+        reason: ``passed``, ``failed`` (non-zero exit), ``early_exit`` (exit status 0 without the
+            pass marker of :func:`run_program`), ``memory_limit`` (ended by MemoryError),
             ``timeout`` (wall clock), ``cpu_limit`` (SIGXCPU), ``file_limit`` (SIGXFSZ) or
             ``killed`` (any other signal, SIGKILL at the hard CPU limit included).
         returncode: The program's exit status, negative for a signal (as in subprocess).
@@ -146,6 +147,7 @@ def run_program(
     max_procs: int = SandboxLimits.max_procs,
     max_file_mb: int = SandboxLimits.max_file_mb,
     allow_unsafe_network: bool = False,
+    pass_marker: str | None = None,
 ) -> SandboxResult:
     """Run the Python program ``source`` in the sandbox and report how it ended.
 
@@ -158,6 +160,10 @@ def run_program(
         max_file_mb: File-size limit.
         allow_unsafe_network: Run with the resource limits only where the kernel cannot
             isolate the program (see the module docstring). Ignored where it can.
+        pass_marker: A line the program prints as its last act (e.g. after its tests ran). With it,
+            exit status 0 passes only if the marker is in the kept stdout; without, reason
+            ``early_exit``: a program that calls ``os._exit(0)`` or ``raise SystemExit(0)`` before
+            its tests ran must not pass. Make it a fresh random value per program.
 
     Raises:
         BenchError: If isolation is unavailable and ``allow_unsafe_network`` is False, or the
@@ -172,7 +178,10 @@ def run_program(
             "network and filesystem access. Accept that risk explicitly with allow_unsafe_network=True "
             "(--allow-unsafe-network), or run on a kernel that allows unprivileged user namespaces"
         )
-    return _run(source, limits, isolate=problem is None)
+    result = _run(source, limits, isolate=problem is None)
+    if pass_marker is not None and result.passed and f"{pass_marker}\n" not in result.stdout:
+        return replace(result, passed=False, reason="early_exit")
+    return result
 
 
 def _run(source: str, limits: SandboxLimits, *, isolate: bool) -> SandboxResult:

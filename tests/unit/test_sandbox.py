@@ -84,6 +84,14 @@ def test_exit_status_decides(isolated: None) -> None:
     assert wrong.reason == "failed" and "AssertionError" in wrong.stderr
 
 
+def test_pass_marker_must_be_printed_for_exit_zero_to_pass(isolated: None) -> None:
+    assert run_program("print('x'); print('m1')", pass_marker="m1").reason == "passed"
+    early = run_program("import os; os._exit(0)\nprint('m1')", pass_marker="m1")
+    assert not early.passed and early.reason == "early_exit" and early.returncode == 0
+    assert run_program("raise SystemExit(4)", pass_marker="m1").reason == "failed"  # failures stay failures
+    assert run_program("import os; os._exit(0)").reason == "passed"  # without a marker: the exit status
+
+
 def test_fresh_workdir_and_minimal_env(isolated: None) -> None:
     program = (
         "import os, sys\n"
