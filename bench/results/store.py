@@ -17,10 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.errors import BenchError
 from bench.results.record import RunRecord, migrate
 
 #: Where unreadable record files are moved, inside the store's root.
 CORRUPT = "_corrupt"
+#: The probe file :meth:`Store.check_writable` writes and removes.
+WRITE_CHECK = ".write-check"
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
@@ -68,6 +71,26 @@ class Store:
             self.quarantine(path, str(err))
             return False
         return record.get("status") == "success"
+
+    def check_writable(self, suite: str) -> None:
+        """Write, rename and remove a probe file in ``<root>/<suite>/``, as records are written.
+
+        Called before any cell trains, so a results directory that is a file, read-only or full
+        fails the run up front instead of after the first cell's training.
+
+        Raises:
+            BenchError: one line naming the directory and the system's reason.
+        """
+        folder = self.root / suite
+        probe = folder / WRITE_CHECK
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(probe, b"peftbench write check\n")
+            probe.unlink()
+        except OSError as err:
+            reason = err.strerror or type(err).__name__
+            raise BenchError(f"cannot write results to {folder} ({reason}); pass a writable --results-dir "
+                             "or free space") from None
 
     def quarantine(self, path: Path, reason: str) -> Path:
         """Move an unreadable record file to ``<root>/_corrupt/`` (same relative path, never overwritten)."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +37,17 @@ class Job:
     tag: str
 
 
+def rescue(record: RunRecord) -> Path:
+    """Write a record the store could not take to the system temporary folder; return its path.
+
+    Copy it into ``<store>/<suite>/<method id>/<run_id>.json`` once the store is writable again
+    (predictions are not kept: report and compare work without them).
+    """
+    path = Path(tempfile.gettempdir()) / f"peftbench-unstored-{record.run_id}-{os.getpid()}.json"
+    path.write_text(json.dumps(record.to_json(), indent=1) + "\n", encoding="utf-8")
+    return path
+
+
 def interrupted(job: Job, status: str, error: str) -> RunRecord:
     """The record of a cell that did not run to its end (canceled, or its worker died)."""
     return RunRecord(run_id=job.cell.run_id, kind=job.cell.kind, spec=job.cell.spec, env=environment("unknown"),
@@ -49,7 +63,15 @@ class Finish:
     def __call__(self, job: Job, result: CellResult, seconds: float) -> None:
         """Store one outcome (record and predictions), echo its line, advance the bar."""
         record, rid = result.record, job.cell.run_id
-        self.summary.paths.append(self.store.write(record, result.predictions))
+        try:
+            self.summary.paths.append(self.store.write(record, result.predictions))
+        except OSError as err:  # the store went away or filled up after the up-front check
+            self.summary.failed.append(rid)
+            self.echo(f"{job.tag} {job.cell.label}: NOT STORED ({rid}): {err.strerror or err}; "
+                      f"the record was saved to {rescue(record)}")
+            if self.bar is not None:
+                self.bar.update(1)
+            return
         if record.status == "success":
             self.summary.ran.append(rid)
             line, warning = summary_line(record)

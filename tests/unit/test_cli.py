@@ -125,6 +125,47 @@ def test_run_unknown_method_fails_before_running(tmp_path: Path, data_dir: Path,
     assert not results.exists() or not any(results.rglob("*"))
 
 
+def test_run_into_a_results_dir_that_is_a_file_fails_before_training(
+        tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str], nothing_runs: None) -> None:
+    results = tmp_path / "results"
+    results.write_text("not a folder")
+    rc = main(["run", "--suite", str(write_suite(tmp_path)), "--data-dir", str(data_dir),
+               "--results-dir", str(results), "--quiet"])
+    assert rc == 2  # issue 19 item 8: before, the cell trained and the store write raised a traceback
+    assert one_error_line(capsys) == (f"error: cannot write results to {results}/toy (Not a directory); "
+                                      "pass a writable --results-dir or free space")
+    assert results.read_text() == "not a folder"
+
+
+def fake_result(cell: Any) -> Any:
+    from bench.results.record import RunRecord, now
+    from bench.run.cell import CellResult
+
+    record = RunRecord(run_id=cell.run_id, spec=cell.spec, env={}, status="success", started_at=now(),
+                       finished_at=now(), metrics={"accuracy": 0.5, "macro_f1": 0.5, "ece": 0.1})
+    return CellResult(record)
+
+
+def test_a_store_write_that_fails_after_training_keeps_the_record(
+        tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+
+    import bench.results.store
+
+    def full(*_: Any, **__: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bench.results.store.Store, "write", full)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setattr(bench.run.runner, "run_cell", lambda cell, *_: fake_result(cell))
+    rc = main(["run", "--suite", str(write_suite(tmp_path)), "--data-dir", str(data_dir),
+               "--results-dir", str(tmp_path / "results")])
+    out = capsys.readouterr().out
+    assert rc == 1 and "NOT STORED" in out and "No space left on device" in out
+    (saved,) = tmp_path.glob("peftbench-unstored-*.json")
+    assert json.loads(saved.read_text())["status"] == "success"
+
+
 def test_run_malformed_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                             nothing_runs: None) -> None:
     path = tmp_path / "bad.yaml"
