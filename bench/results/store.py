@@ -24,6 +24,19 @@ from bench.results.record import RunRecord, migrate
 CORRUPT = "_corrupt"
 #: The probe file :meth:`Store.check_writable` writes and removes.
 WRITE_CHECK = ".write-check"
+#: Seconds after which a predictions file without its record counts as left by a killed run.
+ORPHAN_AGE_S = 60.0
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
@@ -91,6 +104,29 @@ class Store:
             reason = err.strerror or type(err).__name__
             raise BenchError(f"cannot write results to {folder} ({reason}); pass a writable --results-dir "
                              "or free space") from None
+
+    def sweep(self, suite: str) -> list[Path]:
+        """Remove what a killed run left in ``<root>/<suite>/``; return the removed paths.
+
+        - hidden temporary files ``.<name>.<pid>.tmp`` whose writer (``pid``, on this host) is gone;
+        - ``<run_id>.preds.npz`` without a record of that run (written first, the record never
+          came), when older than :data:`ORPHAN_AGE_S` so that a live writer's pair is left alone.
+        """
+        folder = self.root / suite
+        removed: list[Path] = []
+        if not folder.is_dir():
+            return removed
+        for path in folder.rglob(".*.tmp"):
+            pid = path.name.rsplit(".", 2)[-2]
+            if pid.isdigit() and not _alive(int(pid)):
+                removed.append(path)
+        for path in folder.rglob("*.preds.npz"):
+            rid = path.name.removesuffix(".preds.npz")
+            if not any(path.parent.glob(f"{rid}*.json")) and time.time() - path.stat().st_mtime > ORPHAN_AGE_S:
+                removed.append(path)
+        for path in removed:
+            path.unlink(missing_ok=True)
+        return removed
 
     def quarantine(self, path: Path, reason: str) -> Path:
         """Move an unreadable record file to ``<root>/_corrupt/`` (same relative path, never overwritten)."""

@@ -74,6 +74,8 @@ def run_suite(suite: Suite, store: Store, *, data_dir: Path, force: bool = False
     cells = resolve_suite(suite, data_dir)
     execution = _code_execution(suite, allow_code_execution, allow_unsafe_network)
     store.check_writable(suite.name)
+    for path in store.sweep(suite.name):
+        echo(f"removed {path.relative_to(store.root)}, left by a run that was killed")
     summary = RunSummary()
     bar = progress(total=len(cells), desc=suite.name, unit="cell") if progress else None
     todo = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from types import ModuleType
@@ -334,3 +335,25 @@ def test_latest_records_does_not_depend_on_input_order(api: ModuleType) -> None:
     for order in (recs, recs[::-1], recs[2:] + recs[:2]):
         (only,) = api.latest_records(order)
         assert only["metrics"]["accuracy"] == 0.4
+
+
+def test_sweep_removes_what_a_killed_run_left_and_nothing_else(tmp_path: Path) -> None:
+    # issue 19 item 19: a kill at the rename leaves .<name>.<pid>.tmp files, a kill between the
+    # predictions and the record a preds file without its record; neither was ever cleaned
+    store = Store(tmp_path)
+    store.write(record(), {"probs": np.zeros((2, 2))})                     # a complete pair: kept
+    folder = store.folder("tiny", "lora")
+    dead = subprocess.Popen(["true"])
+    dead.wait()                                                            # a pid that is gone
+    stale = [folder / f".{RID}.json.{dead.pid}.tmp", folder / f".{RID}.preds.npz.{dead.pid}.tmp"]
+    live = folder / f".x.json.{os.getpid()}.tmp"                           # a writer still running
+    orphan, fresh = folder / "aaaaaaaaaaaa.preds.npz", folder / "bbbbbbbbbbbb.preds.npz"
+    for path in (*stale, live, orphan, fresh):
+        path.write_bytes(b"x")
+    old = time.time() - 2 * bench.results.store.ORPHAN_AGE_S
+    os.utime(orphan, (old, old))
+    os.utime(folder / f"{RID}.preds.npz", (old, old))
+    assert sorted(store.sweep("tiny")) == sorted([*stale, orphan])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [f"{RID}.json", f"{RID}.preds.npz", live.name, fresh.name])
+    assert store.sweep("tiny") == [] and store.sweep("no-such-suite") == []
