@@ -67,11 +67,14 @@ def run_suite(suite: Suite | str, *, overrides: tuple[str, ...] = (), data_dir: 
 
 def build_report(suite: str, *, results: str | Path | None = None,
                  reports: str | Path | None = None) -> list[Path]:
-    """Write ``reports/<suite>/`` from the store only (no model, no data): records and bias-probe item arrays."""
+    """Write ``reports/<suite>/`` from the store only (no model, no data): records and bias-probe item arrays.
+
+    ``suite`` is a suite name or the YAML file that ``bench run --suite PATH`` ran (its ``name:``).
+    """
     from bench.report import write_report
     from bench.report.bias import has_probe
 
-    check_path_name(suite, "suite name", "bench report")  # it names the folder written under reports/
+    suite, options = _suite_and_options(suite)
     store = Store(results_dir(results))
     records = latest_records(store.records(suite))
     if not records:
@@ -80,15 +83,23 @@ def build_report(suite: str, *, results: str | Path | None = None,
     items = {r["run_id"]: arrays for r in records if has_probe(r)
              and (arrays := store.read_predictions(suite, r["spec"]["method"]["id"], r["run_id"])) is not None}
     return write_report(expand_variants(label_settings(records)), reports_dir(reports) / suite, suite=suite,
-                        items=items, report=_report_options(suite))
+                        items=items, report=options)
 
 
-def _report_options(suite: str) -> ReportSpec | None:
-    """The ``report:`` of the suite file of that name, if there is one that loads (the store alone has none)."""
+def _suite_and_options(suite: str) -> tuple[str, ReportSpec | None]:
+    """The suite's name and its file's ``report:`` options (None when no file of that name loads).
+
+    A ``.yaml``/``.yml`` argument is the suite file itself: it must load. A name must be able to
+    name a folder under reports/.
+    """
+    if suite.endswith((".yaml", ".yml")):
+        loaded = load_suite(suite)
+        return loaded.name, loaded.report
+    check_path_name(suite, "suite name", "bench report")  # it names the folder written under reports/
     try:
-        return load_suite(suite).report
+        return suite, load_suite(suite).report
     except BenchError:
-        return None
+        return suite, None
 
 
 def summarize(suite: str, *, results: str | Path | None = None, interval: str = "t",

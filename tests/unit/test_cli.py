@@ -166,6 +166,20 @@ def test_a_store_write_that_fails_after_training_keeps_the_record(
     assert json.loads(saved.read_text())["status"] == "success"
 
 
+def test_report_takes_the_suite_file_that_run_took(
+        tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(bench.run.runner, "run_cell", lambda cell, *_: fake_result(cell))
+    suite, results, reports = write_suite(tmp_path), tmp_path / "results", tmp_path / "reports"
+    store = ["--results-dir", str(results)]
+    assert main(["run", "--suite", str(suite), "--data-dir", str(data_dir), "--quiet", *store]) == 0
+    # issue 19 item 20: before, "error: bench report: suite name '/…/toy.yaml' cannot name a folder"
+    assert main(["report", "--suite", str(suite), *store, "--reports-dir", str(reports)]) == 0
+    assert (reports / "toy" / "leaderboard.md").is_file()  # named by the file's name:, as the store is
+    capsys.readouterr()
+    assert main(["report", "--suite", str(tmp_path / "missing.yaml"), *store]) == 2
+    assert one_error_line(capsys).startswith("error: unknown suite")
+
+
 def test_run_malformed_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                             nothing_runs: None) -> None:
     path = tmp_path / "bad.yaml"
