@@ -63,6 +63,13 @@ class SmallLossConfig:
         if self.warmup_epochs < 0:
             raise ValueError(f"Invalid warmup_epochs: {self.warmup_epochs}")
 
+    def check_train(self, train: Any) -> None:
+        """Refuse a warm-up that leaves no epoch to train on the selection (it would be plain LoRA)."""
+        if self.warmup_epochs >= train.epochs:
+            raise ValueError(f"warmup_epochs {self.warmup_epochs} >= train.epochs {train.epochs}: selection "
+                             "would start after the last epoch and small-loss would train as plain LoRA; "
+                             "lower warmup_epochs or train longer")
+
 
 def select_small_loss(losses: NDArray[np.float64], config: SmallLossConfig,
                       seed: int) -> tuple[NDArray[np.bool_], float]:

@@ -37,6 +37,12 @@ def resolve(cell: Cell, data_dir: Path) -> ResolvedCell:
     """
     entry = get_method(cell.method.method)
     config = build(entry.config, cell.method.config, f"{cell.suite}: methods.{cell.method.id}.config")
+    check = getattr(config, "check_train", None)  # a config's own rule against the training config
+    if check is not None:
+        try:
+            check(cell.train)
+        except ValueError as err:
+            raise BenchError(f"{cell.suite}: methods.{cell.method.id}: {err}") from None
     noise = cell.noise
     task_map = getattr(cell.task, "pair_map", None)
     if noise.kind == "asymmetric" and noise.pair_map is None and task_map is not None:

@@ -180,6 +180,17 @@ def test_report_takes_the_suite_file_that_run_took(
     assert one_error_line(capsys).startswith("error: unknown suite")
 
 
+def test_small_loss_warm_up_through_the_last_epoch_is_refused(
+        tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 19 item 20: warm-up >= epochs never trains on the selection: it silently equalled LoRA
+    suite = write_suite(tmp_path, "small-loss: {config: {warmup_epochs: 1}}")  # the suite trains 1 epoch
+    assert main(["validate", str(suite), "--data-dir", str(data_dir)]) == 2
+    assert one_error_line(capsys) == (
+        "error: toy: methods.small-loss: warmup_epochs 1 >= train.epochs 1: selection would start after the "
+        "last epoch and small-loss would train as plain LoRA; lower warmup_epochs or train longer")
+    assert main(["validate", str(suite), "--data-dir", str(data_dir), "--set", "train.epochs=2"]) == 0
+
+
 def test_run_malformed_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                             nothing_runs: None) -> None:
     path = tmp_path / "bad.yaml"
