@@ -207,7 +207,9 @@ def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.resolve() in seen:
         raise BenchError(f"{path}: include cycle")
     try:
-        data = yaml.load(path.read_text(), Loader=StrictLoader) or {}  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=StrictLoader) or {}  # noqa: S506 - a SafeLoader subclass
+    except UnicodeDecodeError as err:
+        raise BenchError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -223,8 +225,21 @@ def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     include = data.pop("include", None)
     if include is None:
         return data
-    parent = read_yaml((path.parent / str(include)), (*seen, path.resolve()))
+    parent = read_yaml(include_path(path, str(include)), (*seen, path.resolve()))
     return merge(parent, data)
+
+
+def include_path(path: Path, include: str) -> Path:
+    """The file an ``include:`` names: beside ``path``; else, for a bare name, a suite in :func:`suites_dir`.
+
+    So a repository suite copied elsewhere keeps its ``include: _classification.yaml``, and any
+    suite file may ``include: noisy-text-smoke`` by its registered name.
+    """
+    beside = path.parent / include
+    if beside.exists() or "/" in include:
+        return beside
+    registered = suites_dir() / (include if include.endswith((".yaml", ".yml")) else f"{include}.yaml")
+    return registered if registered.exists() else beside
 
 
 def load_suite(name_or_path: str, overrides: tuple[str, ...] = ()) -> Suite:

@@ -20,6 +20,8 @@ from bench.spec.suite import (
     suite_names,
 )
 
+REPO_SUITES = Path(__file__).resolve().parents[2] / "suites"
+
 BASIC = """\
 name: tiny
 description: a two-task suite
@@ -158,6 +160,24 @@ def test_include_of_missing_file_names_it(tmp_path: Path) -> None:
     path = write(tmp_path, "s.yaml", "include: nothere.yaml\n")
     message = suite_error(path)
     assert "nothere.yaml" in message and "cannot read suite" in message
+
+
+def test_a_repository_suite_copied_elsewhere_keeps_its_include(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 19 item 20: include: _classification.yaml was looked up beside the copy only
+    monkeypatch.delenv("PEFTBENCH_SUITES", raising=False)
+    copy = write(tmp_path, "mine.yaml", (REPO_SUITES / "noisy-text-smoke.yaml").read_text())
+    assert load_suite(str(copy)).train == load_suite("noisy-text-smoke").train
+    by_name = write(tmp_path, "more.yaml", "include: noisy-text-smoke\nname: more\nseeds: [0, 1]\n")
+    suite = load_suite(str(by_name))
+    assert suite.name == "more" and suite.seeds == (0, 1)
+    assert [m.id for m in suite.methods] == [m.id for m in load_suite("noisy-text-smoke").methods]
+
+
+def test_a_suite_file_that_is_not_utf8_is_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    assert suite_error(path) == f"{path}: not UTF-8 text (byte 0xe9 at offset 9)"
 
 
 def test_merge_does_not_mutate_inputs() -> None:
