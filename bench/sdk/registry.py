@@ -108,8 +108,16 @@ def get_method(name: str) -> MethodEntry:
     if target is None:
         raise BenchError(f"unknown method '{name}'" + did_you_mean(name, method_names()))
     module_name, _, attr = target.partition(":")
-    module = importlib.import_module(module_name)
-    getattr(module, attr)  # the import ran the decorator
+    builtin = name in BUILTIN_METHODS
+    try:
+        module = importlib.import_module(module_name)
+        getattr(module, attr)  # the import ran the decorator
+    except Exception as err:  # a third-party package that fails to import is its author's bug, not a traceback
+        if builtin:
+            raise
+        first = (str(err).splitlines() or [""])[0]
+        raise BenchError(f"method '{name}' (entry point {target}) failed to load: {type(err).__name__}: {first}") \
+            from None
     if name not in _REGISTERED:
         raise BenchError(f"{target} does not register a method named {name!r}")
     return _REGISTERED[name]

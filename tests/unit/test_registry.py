@@ -228,6 +228,21 @@ def test_entry_point_that_registers_nothing(toy_entry_points: list[EntryPoint]) 
         get_method("ghost")
 
 
+@pytest.mark.parametrize(("value", "message"), [
+    ("peftbench_no_such_package.methods:Adapter",
+     "method 'broken' (entry point peftbench_no_such_package.methods:Adapter) failed to load: "
+     "ModuleNotFoundError: No module named 'peftbench_no_such_package'"),
+    (f"{TOY_MODULE}:NoSuchAttribute", f"failed to load: AttributeError: module '{TOY_MODULE}' has no attribute"),
+])
+def test_a_broken_entry_point_is_a_one_line_error(toy_entry_points: list[EntryPoint], value: str,
+                                                   message: str) -> None:
+    # issue 19 item 12: an entry point whose module does not import gave a traceback
+    toy_entry_points[0] = EntryPoint(name="broken", value=value, group=ENTRY_POINT_GROUP)
+    with pytest.raises(BenchError) as info:
+        get_method("broken")
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
 def test_real_entry_point_group_is_queried(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Any] = []
 
