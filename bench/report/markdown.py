@@ -151,20 +151,29 @@ def _failed_section(records: Sequence[Record]) -> list[str]:
     return lines + [""]
 
 
-def _collapsed_section(records: Sequence[Record]) -> list[str]:
-    collapsed = sorted((r for r in records if is_success(r) and get_path(r, "diagnostics.collapsed")),
-                       key=lambda r: (cell_sort_key(cell_of(r)), numeric(get_path(r, "spec.seed")) or 0.0, run_id(r)))
-    if not collapsed:
+_FLAGGED = {
+    "collapsed": ("Collapsed runs", "These runs succeeded but predict one class for nearly every test item. They are "
+                  "in the means above (it is what the method did at this setting); read them as a training "
+                  "instability, not as a property of the data."),
+    "diverged": ("Diverged runs", "These runs succeeded but their training loss ended over 100× where it began "
+                 "(a learning rate far too high, or a numerical blow-up). They are in the means above; "
+                 "do not read their numbers as the method's."),
+}
+
+
+def _flagged_section(records: Sequence[Record], flag: str) -> list[str]:
+    """The runs whose ``diagnostics.<flag>`` is set (collapsed, diverged), with what it says."""
+    flagged = sorted((r for r in records if is_success(r) and get_path(r, f"diagnostics.{flag}")),
+                     key=lambda r: (cell_sort_key(cell_of(r)), numeric(get_path(r, "spec.seed")) or 0.0, run_id(r)))
+    if not flagged:
         return []
-    lines = ["## Collapsed runs", "",
-             "These runs succeeded but predict one class for nearly every test item. They are in the "
-             "means above (it is what the method did at this setting); read them as a training "
-             "instability, not as a property of the data.", "",
+    title, text = _FLAGGED[flag]
+    lines = [f"## {title}", "", text, "",
              "| task | noise | method | seed | run id | what |", "|:---|:---|:---|---:|:---|:---|"]
-    for r in collapsed:
+    for r in flagged:
         task, noise, _, _, _, method = cell_of(r)
         values = [task, noise, method, str(get_path(r, "spec.seed")), run_id(r),
-                  str(get_path(r, "diagnostics.collapsed"))]
+                  str(get_path(r, f"diagnostics.{flag}"))]
         lines.append("| " + " | ".join(v.translate(ESCAPE) for v in values) + " |")
     return lines + [""]
 
@@ -226,5 +235,5 @@ def leaderboard_markdown(records: Sequence[Record], *, suite: str, figures: Sequ
         lines += bias_section(generation, items)
     if figures:
         lines += ["## Plots", ""] + [f"![{f.rsplit('.', 1)[0]}]({f})" for f in figures] + [""]
-    lines += _collapsed_section(records) + _failed_section(records)
+    lines += _flagged_section(records, "collapsed") + _flagged_section(records, "diverged") + _failed_section(records)
     return "\n".join(lines + [_environment_line(records), ""])

@@ -61,6 +61,25 @@ def fit(setup: Setup) -> tuple[Fitted, list[TrainStats]]:
     return fitted, sink
 
 
+#: A training loop whose last epoch's mean loss exceeds this multiple of its first epoch's diverged.
+DIVERGED_FACTOR = 100.0
+
+
+def diverged_message(stats: list[TrainStats]) -> str | None:
+    """Says which training loop diverged (last epoch's loss > :data:`DIVERGED_FACTOR` × the first's), else None.
+
+    A non-finite loss already fails the cell in the loop; this catches the finite blow-ups (an
+    lr of 1e9 ends near 1e10) that would otherwise be stored as an ordinary success.
+    """
+    for i, s in enumerate(stats):
+        losses = s.epoch_losses
+        if len(losses) >= 2 and losses[0] > 0 and losses[-1] > DIVERGED_FACTOR * losses[0]:
+            loop_name = f"training loop {i + 1} of {len(stats)}" if len(stats) > 1 else "training"
+            return (f"{loop_name} diverged: last epoch's mean loss {losses[-1]:.4g} is "
+                    f"{losses[-1] / losses[0]:.3g}× the first epoch's ({losses[0]:.4g})")
+    return None
+
+
 def run_cell(cell: ResolvedCell, data_dir: Path, progress: Any = None, execution: Any = None) -> CellResult:
     """Execute one cell and return its record (success, or failed with the reason).
 
@@ -89,8 +108,11 @@ def run_cell(cell: ResolvedCell, data_dir: Path, progress: Any = None, execution
                           trainable_params=fitted.trainable_parameters(), total_params=fitted.total_parameters())
         metrics = {**result.metrics, "reload_max_abs_diff": reload["reload_max_abs_diff"]}
         efficiency.update(overall_peaks(efficiency))
+        diagnostics = dict(result.diagnostics)
+        if (diverged := diverged_message(stats)) is not None:
+            diagnostics["diverged"] = diverged
         record = RunRecord(**common, metrics=metrics, efficiency=efficiency, status="success", curves=curves.values,
-                           noise=noise, diagnostics=result.diagnostics, finished_at=now())
+                           noise=noise, diagnostics=diagnostics, finished_at=now())
         return CellResult(record, result.predictions)
     except Exception as err:  # a bug in a method must not stop the suite or lose other results
         error = failure_text(err)
@@ -100,5 +122,5 @@ def run_cell(cell: ResolvedCell, data_dir: Path, progress: Any = None, execution
 
 def summary_line(record: RunRecord) -> tuple[str, str]:
     """(the kind's one-line result of a successful record, its collapse warning or ``""``)."""
-    collapsed = record.diagnostics.get("collapsed")
-    return get_kind(record.kind).summary_line(record.metrics), (f" WARNING: {collapsed}" if collapsed else "")
+    warnings = [record.diagnostics.get(k) for k in ("collapsed", "diverged")]
+    return get_kind(record.kind).summary_line(record.metrics), "".join(f" WARNING: {w}" for w in warnings if w)

@@ -8,6 +8,7 @@ overrides are applied to the raw dict before validation, so only resolved values
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -18,6 +19,8 @@ import yaml
 from bench.errors import BenchError, did_you_mean
 
 T = TypeVar("T")
+#: A number in decimal or exponent notation, as people write learning rates (``1e-4``, ``5E-3``).
+DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _type_name(tp: Any) -> str:
@@ -52,6 +55,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return dict(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and DECIMAL.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     if tp in (int, float, str, bool):
         if isinstance(value, bool) and tp is not bool:
             raise BenchError(f"{where}: expected {tp.__name__}, got {value!r}")

@@ -6,6 +6,7 @@ method's grid entry (its ``train:`` block) < ``--set key=value``. Unknown keys a
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable
@@ -54,8 +55,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.eval_batch_size < 1:
             raise ValueError("epochs must be >= 0 and batch sizes >= 1")
-        if self.lr < 0 or not 0 <= self.warmup_ratio < 1:
+        if not (math.isfinite(self.lr) and self.lr >= 0) or not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"Invalid lr {self.lr} or warmup_ratio {self.warmup_ratio}")
+        for name in ("head_lr", "weight_decay", "max_grad_norm"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"Invalid {name} {value}: must be a finite number >= 0")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"Invalid precision {self.precision!r}: use auto, fp32 or bf16")
 
@@ -97,6 +102,17 @@ class TaskSpec:
 
     KIND: ClassVar[str] = "classification"
     """The task kind that runs it (:mod:`bench.kinds`); not a field, so not in the spec."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_train", "max_val", "max_test"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 (or left out for every row), got {value}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
+        if self.max_length < 1:
+            raise ValueError(f"max_length must be >= 1 token, got {self.max_length}")
+
     OMIT_WHEN_NONE: ClassVar[tuple[str, ...]] = ("imbalance",)
     """Fields added after run ids were first stored: left out of the resolved spec (the input of
     the run id) while None, so that the cells that do not use them keep their ids."""

@@ -293,6 +293,25 @@ def test_collapsed_runs_are_listed_and_stay_in_the_means() -> None:
     assert "## Collapsed runs" not in leaderboard_markdown([ok], suite="s")
 
 
+def test_diverged_runs_are_listed() -> None:
+    from bench.run.cell import diverged_message
+    from bench.sdk.loop import TrainStats
+
+    # issue 19 item 11: lr 1e9 ended at loss 3.7e10 and was stored as an ordinary success
+    assert diverged_message([TrainStats(epoch_losses=[0.7, 2.1e3, 3.7e10])]) == (
+        "training diverged: last epoch's mean loss 3.7e+10 is 5.29e+10× the first epoch's (0.7)")
+    assert diverged_message([TrainStats(epoch_losses=[0.7, 69.0])]) is None           # 98.6×: not flagged
+    assert diverged_message([TrainStats(epoch_losses=[0.7])]) is None                 # one epoch: nothing to compare
+    two = [TrainStats(epoch_losses=[0.7, 0.1]), TrainStats(epoch_losses=[1.0, 101.0])]
+    assert diverged_message(two).startswith("training loop 2 of 2 diverged")          # type: ignore[union-attr]
+    ok = next(r for r in load_fixtures() if r["status"] == "success")
+    flagged = json.loads(json.dumps(ok))
+    flagged["diagnostics"]["diverged"] = "training diverged: last epoch's mean loss 3.7e+10 is ..."
+    text = leaderboard_markdown([flagged], suite="s")
+    assert "## Diverged runs" in text and f"| {flagged['run_id']} | training diverged" in text
+    assert "## Diverged runs" not in leaderboard_markdown([ok], suite="s")
+
+
 def test_runs_of_different_settings_in_one_cell_are_not_averaged_as_seeds(tmp_path: Path) -> None:
     from bench.results.query import label_settings
 

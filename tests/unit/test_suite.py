@@ -259,6 +259,16 @@ def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
     ("rate: 0.2", "rate: 1.5", "noise[1]"),
     ("kind: symmetric", "kind: symetric", "noise[1]"),
     ("max_train: 100", "max_train: many", "tasks.trec.max_train: expected"),
+    # issue 19 item 11: these passed validation (-5 trained on all rows but five; 0 and 2.0 failed
+    # inside the tokenizer; max_length 0 meant no truncation; nan trained on nan)
+    ("max_train: 100", "max_train: -5", "tasks.trec: max_train must be >= 1 (or left out for every row), got -5"),
+    ("max_train: 100", "max_train: 0", "tasks.trec: max_train must be >= 1"),
+    ("max_train: 100", "max_train: 100\n    max_test: 0", "max_test must be >= 1"),
+    ("max_train: 100", "max_train: 100\n    val_fraction: 2.0", "val_fraction must be between 0 and 1 (exclusive)"),
+    ("max_train: 100", "max_train: 100\n    max_length: 0", "max_length must be >= 1 token, got 0"),
+    ("lr: 1.0e-3", "lr: .nan", "Invalid lr nan"),
+    ("lr: 1.0e-3", "lr: 1.0e-3\n  head_lr: .inf", "Invalid head_lr inf: must be a finite number >= 0"),
+    ("lr: 1.0e-3", "lr: 1.0e-3\n  weight_decay: -0.1", "Invalid weight_decay -0.1"),
 ])
 def test_bad_values_are_one_line_errors(tmp_path: Path, old: str, new: str, expected: str) -> None:
     assert old in BASIC
@@ -322,6 +332,14 @@ def test_set_overrides_are_type_checked(tmp_path: Path) -> None:
     assert suite.train.epochs == 7
     assert suite.seeds == (3, 4)
     assert "did you mean 'max_train'" in suite_error(path, "tasks.trec.max_trian=3")
+
+
+def test_exponent_without_a_dot_is_a_float(tmp_path: Path) -> None:
+    # YAML 1.1 reads 1e-4 as the string '1e-4': "expected float, got '1e-4'" with no hint (issue 19 item 11)
+    path = write(tmp_path, "s.yaml", BASIC.replace("lr: 1.0e-3", "lr: 1e-4"))
+    assert load_suite(str(path)).train.lr == 1e-4
+    assert load_suite(str(path), ("train.lr=5E-3",)).train.lr == 5e-3
+    assert "train.lr: expected float, got 'fast'" in suite_error(path, "train.lr=fast")
 
 
 def test_int_widens_to_float_but_float_does_not_narrow() -> None:
