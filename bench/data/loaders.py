@@ -83,9 +83,15 @@ def split_file(folder: Path, split: str) -> Path | None:
 
 
 def _lines(path: Path) -> Iterator[str]:
+    """The file's lines; a UTF-8 byte-order mark (as Windows editors write) is dropped."""
     opener: Any = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
+    with opener(path, "rt", encoding="utf-8-sig") as handle:
         yield from handle
+
+
+def _not_utf8(path: Path, err: UnicodeDecodeError) -> BenchError:
+    return BenchError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} in a line, "
+                      "e.g. a latin-1 file): save it as UTF-8")
 
 
 def read_split(folder: Path, split: str) -> list[dict[str, Any]]:
@@ -99,13 +105,19 @@ def read_split(folder: Path, split: str) -> list[dict[str, Any]]:
         present = sorted(p.name for p in folder.glob("*.jsonl*"))
         raise BenchError(f"{folder}: no split '{split}' (files: {', '.join(present) or 'none'})")
     rows = []
-    for number, line in enumerate(_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise BenchError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+    try:
+        for number, line in enumerate(_lines(path), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise BenchError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise BenchError(f"{path}:{number}: expected a JSON object (one row), got {type(row).__name__}")
+            rows.append(row)
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, err) from None
     if not rows:
         raise BenchError(f"{path}: split '{split}' is empty")
     return rows
@@ -116,10 +128,17 @@ def read_labels(folder: Path) -> list[str]:
     path = folder / "labels.json"
     if not path.exists():
         raise BenchError(f"{folder}: no labels.json (a list of class names, index = label id)")
-    names = json.loads(path.read_text())
+    try:
+        names = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, err) from None
+    except json.JSONDecodeError as err:
+        raise BenchError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
     if not isinstance(names, list) or len(names) < 2:
-        raise BenchError(f"{path}: expected a list of at least two class names")
-    return [str(n) for n in names]
+        raise BenchError(f"{path}: expected a list of at least two class names, got {json.dumps(names)[:80]}")
+    if not all(isinstance(n, str) and n.strip() for n in names) or len(set(names)) != len(names):
+        raise BenchError(f"{path}: class names must be distinct non-empty strings, got {json.dumps(names)[:80]}")
+    return names
 
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}

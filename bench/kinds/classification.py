@@ -32,7 +32,7 @@ from bench.evaluate.classification import (
 )
 from bench.kinds.base import Evaluation, Log, split_diagnostics
 from bench.models.device import default_device
-from bench.models.encoder import base_model, load_tokenizer
+from bench.models.encoder import base_model, check_model, load_tokenizer
 from bench.run.profile import Phase
 from bench.sdk.loop import collate, resolve_precision
 from bench.sdk.method import SAMPLE_KEYS, Diagnostics, FitContext, Fitted, Method, VariantPredictor
@@ -131,15 +131,19 @@ class Classification:
     def resolve_task(self, task: Any, method: MethodEntry, data_dir: Path, *, model: str) -> dict[str, Any]:
         """The data digest of every split file the task reads; with ``imbalance:``, its minority as an index.
 
-        An imbalanced task loads its data here, so that an unknown minority class or one left
-        with no item fails before any cell trains; naming the class or giving its index is one run id.
+        The task's data is loaded and checked here (labels.json, every row's text and label, the
+        imbalance), and the model name looked up, so bad data or an unknown model fails
+        ``bench validate`` and ``bench run`` before any cell trains. Naming the minority class or
+        giving its index is one run id.
         """
         if self.name not in method.kinds:
             raise BenchError(f"method '{method.name}' does not train classifiers (supports: "
                              f"{', '.join(method.kinds)}); task '{task.name}' is a classification task")
+        check_model(model)
+        data = _task(task, data_dir)  # raises BenchError on bad data
         resolved: dict[str, Any] = {"data_version": data_version(task, data_dir)}
         if task.imbalance is not None:
-            info = cast(dict[str, Any], _task(task, data_dir).imbalance)  # raises BenchError on a bad one
+            info = cast(dict[str, Any], data.imbalance)
             resolved["imbalance"] = {"ratio": task.imbalance.ratio, "minority": info["minority"]}
         return resolved
 

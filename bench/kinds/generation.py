@@ -26,7 +26,7 @@ from bench.evaluate.code import CodeExecution, evaluate_humaneval
 from bench.evaluate.generation import evaluate_model, per_item
 from bench.evaluate.lm_tasks import resolve_generation_task
 from bench.kinds.base import Evaluation, Log, split_diagnostics
-from bench.models.causal import causal_base, load_causal_tokenizer
+from bench.models.causal import causal_base, check_causal_model, load_causal_tokenizer
 from bench.models.device import default_device
 from bench.models.encoder import is_encoder
 from bench.run.profile import Phase
@@ -157,6 +157,7 @@ class Generation:
         if is_encoder(model):
             raise BenchError(f"task '{task.name}' is a generation task (SFT, lm-eval evaluations, bias probes) and "
                              f"needs a causal LM; model '{model}' is an encoder classifier (use e.g. model: smollm2)")
+        check_causal_model(model)
         return resolve_generation_task(task, method, data_dir)
 
     def setup(self, cell: ResolvedCell, data_dir: Path, log: Log, progress: Any) -> GenerationSetup:

@@ -27,7 +27,7 @@ from torch import nn
 
 from bench.data.tokens import cache_dir
 from bench.errors import BenchError
-from bench.models.encoder import classify_name, hf_load, with_pad_token
+from bench.models.encoder import check_hub_name, classify_name, hf_load, with_pad_token
 
 #: Embedded causal LMs: name -> (PyPI package carrying the GGUF file, file name inside it).
 EMBEDDED_CAUSAL: dict[str, tuple[str, str]] = {
@@ -121,6 +121,19 @@ def resolve_causal(name: str) -> tuple[str, str | Path]:
     """Classify a causal model name: ("embedded"|"random"|"local"|"hub", location)."""
     return classify_name(name, aliases=CAUSAL_ALIASES, embedded=EMBEDDED_CAUSAL, presets=RANDOM_CAUSAL,
                          what="causal ")
+
+
+def check_causal_model(name: str) -> None:
+    """Check a causal model name without loading it (an embedded GGUF's package, a preset, the HF cache).
+
+    Raises:
+        BenchError: one line naming the model and what is known.
+    """
+    kind, _ = resolve_causal(name)
+    if kind == "embedded":
+        gguf_source(str(resolve_causal(name)[1]))  # its package must be installed
+    elif kind == "hub":
+        check_hub_name(name, known=[*EMBEDDED_CAUSAL, *(f"random:{p}" for p in RANDOM_CAUSAL)], what="causal model")
 
 
 def _hf_load(fn: Any, location: str | Path, kind: str, **kwargs: Any) -> Any:

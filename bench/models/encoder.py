@@ -97,6 +97,41 @@ def hf_load(fn: Any, location: str | Path, kind: str, *, known: list[str], what:
         ) from None
 
 
+def check_hub_name(name: str, *, known: list[str], what: str = "model") -> None:
+    """Refuse an HF model name that is not in the local HF cache while hub downloads are off.
+
+    Looks for the name's ``config.json`` in the cache only: no weights are read, nothing is fetched.
+
+    Raises:
+        BenchError: the same one line that loading it would give.
+    """
+    if os.environ.get(HUB_ENV) == "1":
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a valid repo id either
+        cached = None
+    if not isinstance(cached, str):
+        hint = did_you_mean(name, known)
+        if not hint.startswith(" (did you mean"):
+            hint = f" (known: {', '.join([*known, 'an HF model folder'])})"
+        raise BenchError(f"{what} '{name}' is not a folder, not known here and not in the local HF cache{hint}; "
+                         f"hub downloads are off unless {HUB_ENV}=1")
+
+
+def check_model(name: str) -> None:
+    """Check an encoder model name without loading it: embedded package present, preset known, cached.
+
+    Raises:
+        BenchError: one line naming the model and what is known.
+    """
+    kind, _ = resolve(name)
+    if kind == "hub":
+        check_hub_name(name, known=model_names())
+
+
 def _hf_call(fn: Any, location: str | Path, kind: str, **kwargs: Any) -> Any:
     return hf_load(fn, location, kind, known=model_names(), **kwargs)
 

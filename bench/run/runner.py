@@ -37,12 +37,6 @@ def resolve(cell: Cell, data_dir: Path) -> ResolvedCell:
     """
     entry = get_method(cell.method.method)
     config = build(entry.config, cell.method.config, f"{cell.suite}: methods.{cell.method.id}.config")
-    check = getattr(config, "check_train", None)  # a config's own rule against the training config
-    if check is not None:
-        try:
-            check(cell.train)
-        except ValueError as err:
-            raise BenchError(f"{cell.suite}: methods.{cell.method.id}: {err}") from None
     noise = cell.noise
     task_map = getattr(cell.task, "pair_map", None)
     if noise.kind == "asymmetric" and noise.pair_map is None and task_map is not None:
@@ -51,6 +45,12 @@ def resolve(cell: Cell, data_dir: Path) -> ResolvedCell:
     task: dict[str, Any] = {k: v for k, v in asdict(cell.task).items()
                             if k != "noise" and not (v is None and k in omit)}  # the cell's noise is below
     task.update(get_kind(cell.kind).resolve_task(cell.task, entry, data_dir, model=cell.model))
+    check = getattr(config, "check_train", None)  # a config's own rule against the training config
+    if check is not None:
+        try:
+            check(cell.train)
+        except ValueError as err:
+            raise BenchError(f"{cell.suite}: methods.{cell.method.id}: {err}") from None
     spec = {
         "suite": cell.suite,
         "task": task,
