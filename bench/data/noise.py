@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -299,6 +299,21 @@ def apply_noise(
         matrix=matrix.tolist(),
         info=info,
     )
+
+
+def real_noise(result: NoiseResult, truth: ArrayLike, n_classes: int, source: str) -> NoiseResult:
+    """``result`` (labels as given, noise kind none) described against the data's gold labels.
+
+    A real-noise set's observed labels are wrong where they differ from ``truth``: the realised
+    rate and the transition counts and matrix are measured from the data, and ``info`` says so.
+    """
+    y = np.asarray(truth, dtype=np.int64)
+    counts = transition_counts(y, result.observed, n_classes)
+    totals = counts.sum(axis=1, keepdims=True)
+    matrix = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    clean = result.observed == y
+    return replace(result, truly_clean=clean, realised_rate=int(y.size - clean.sum()) / y.size if y.size else 0.0,
+                   counts=counts.tolist(), matrix=matrix.tolist(), info={**result.info, "real": source})
 
 
 def _describe(spec: NoiseSpec, n: int, k: int, seed: int) -> dict[str, object]:

@@ -58,9 +58,30 @@ def _labels(values: list[object], n_classes: int, where: str) -> NDArray[np.int6
     return np.asarray(values, dtype=np.int64)
 
 
-def _read(folder: Path, split: str, spec: TaskSpec, n_classes: int, given: str, truth: str) -> Split:
+#: The field that holds gold labels in the shared layout's real-noise sets (hausa, noisyag_news).
+GOLD_FIELD = "clean_label"
+
+
+def _unused_gold(rows: list[dict[str, Any]], spec: TaskSpec, where: str) -> None:
+    """Refuse gold labels (``clean_label``) that differ from the trained field while no ``truth_field`` names them.
+
+    Without it, detection would be scored against an all-clean truth.
+    """
+    if spec.truth_field is not None or spec.label_field == GOLD_FIELD or not all(GOLD_FIELD in r for r in rows):
+        return
+    differ = sum(r[GOLD_FIELD] != r.get(spec.label_field) for r in rows)
+    if differ:
+        raise BenchError(
+            f"{where}: '{GOLD_FIELD}' differs from '{spec.label_field}' in {differ} of {len(rows)} rows (real label "
+            f"noise): set truth_field: {GOLD_FIELD} to score against it, or label_field: {GOLD_FIELD} to train on it")
+
+
+def _read(folder: Path, split: str, spec: TaskSpec, n_classes: int, given: str, truth: str,
+          *, training: bool = False) -> Split:
     rows = read_split(folder, split)
     where = str(split_file(folder, split))  # errors read "<file>:<row>", like read_split's
+    if training:
+        _unused_gold(rows, spec, where)
     texts = column(rows, spec.text_field, where)
     if any(not isinstance(t, str) or not t.strip() for t in texts):
         bad = next(i for i, t in enumerate(texts, 1) if not isinstance(t, str) or not t.strip())
@@ -106,7 +127,7 @@ def load_task(spec: TaskSpec, data_dir: Path) -> TaskData:
     k = len(names)
     rng = np.random.default_rng(SUBSAMPLE_SEED)
     train = _read(train_folder, spec.train_split, spec, k, spec.label_field,
-                  spec.truth_field or spec.label_field)
+                  spec.truth_field or spec.label_field, training=True)
     val_split = spec.val_split or ("validation" if split_file(train_folder, "validation")
                                    and spec.train_split != "validation" else None)
     if val_split is not None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from bench.data.noise import NoiseResult, NoiseSpec, apply_noise
+from bench.data.noise import NoiseResult, NoiseSpec, apply_noise, real_noise
 from bench.data.task import TaskData, load_task
 from bench.data.tokens import Encoded, encode
 from bench.errors import BenchError, CellError
@@ -106,6 +106,8 @@ def inject_noise(cell: ResolvedCell, data: TaskData, train: Encoded,
     result = apply_noise(spec, train.labels, data.n_classes, seed=cell.cell.seed, features=features)
     # real-noise sets: the observed labels are the data's, the truth its gold field
     truly_clean = np.asarray(result.observed == data.train.truth, dtype=bool)
+    if task.truth_field is not None:  # the noise block describes the data's own noise, not "none"
+        result = real_noise(result, data.train.truth, data.n_classes, f"{task.label_field} vs {task.truth_field}")
     return result, truly_clean
 
 

@@ -150,3 +150,52 @@ def test_an_unknown_model_fails_validate(tmp_path: Path, capsys: pytest.CaptureF
     data = toy(tmp_path, lambda folder: None)
     assert main(["validate", str(suite_file(tmp_path, model)), "--data-dir", str(data)]) == 2
     assert message in error_line(capsys)
+
+
+def test_gold_labels_left_unnamed_are_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               nothing_runs: None) -> None:
+    # issue 19 item 13: without truth_field the clean_label column was ignored and the detection
+    # table was scored against an all-clean truth
+    def gold(folder: Path) -> None:
+        noisy = [{**r, "clean_label": (r["label"] + (i < 5)) % 2} for i, r in enumerate(rows())]
+        (folder / "train.jsonl").write_text(jsonl(noisy))
+
+    data = toy(tmp_path, gold)
+    assert main(["validate", str(suite_file(tmp_path)), "--data-dir", str(data)]) == 2
+    assert error_line(capsys).endswith(
+        "train.jsonl: 'clean_label' differs from 'label' in 5 of 20 rows (real label noise): set truth_field: "
+        "clean_label to score against it, or label_field: clean_label to train on it")
+
+
+def test_real_noise_block_is_measured_from_the_data() -> None:
+    from bench.data.noise import NoiseSpec, apply_noise, real_noise
+
+    # labels as given [0, 1, 1, 0, 1], gold [0, 0, 1, 1, 1]: items 1 and 3 wrong -> rate 2/5
+    given = apply_noise(NoiseSpec(kind="none"), [0, 1, 1, 0, 1], 2, seed=0)
+    assert given.realised_rate == 0.0 and given.counts == [[2, 0], [0, 3]]  # what the record said before
+    real = real_noise(given, [0, 0, 1, 1, 1], 2, "label vs clean_label")
+    assert real.realised_rate == pytest.approx(0.4)
+    assert real.counts == [[1, 1], [1, 2]] and real.matrix == [[0.5, 0.5], pytest.approx([1 / 3, 2 / 3])]
+    assert real.truly_clean.tolist() == [True, False, True, False, True]
+    assert real.info["real"] == "label vs clean_label" and real.info["kind"] == "none"
+
+
+def test_hausa_noise_block_gives_the_data_s_own_rate() -> None:
+    from bench.data.loaders import resolve_data_dir
+    from bench.errors import BenchError
+    from bench.kinds.classification import _encoded, _task, inject_noise
+    from bench.spec.suite import load_suite
+
+    try:
+        data = resolve_data_dir(None)
+    except BenchError:
+        pytest.skip("no data directory")
+    cell = next(c for c in bench.run.runner.resolve_suite(load_suite("noisy-real"), data)
+                if c.cell.task.name == "hausa")
+    task = _task(cell.cell.task, data)
+    result, truly_clean = inject_noise(cell, task, _encoded(cell.cell.task, data, "minilm")[0], data)
+    # ../shared/data/README.md: 50.4 % of Hausa's 2,045 distant labels are wrong (measured: 1,030 of
+    # the 2,045 training rows; Hausa has its own validation split)
+    assert result.realised_rate == pytest.approx(1 - truly_clean.mean())
+    assert result.realised_rate == pytest.approx(0.5037, abs=1e-4)
+    assert sum(map(sum, result.counts)) == len(truly_clean) == 2045 and int((~truly_clean).sum()) == 1030
