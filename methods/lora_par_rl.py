@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from bench.sdk import CellError, FitContext
+from bench.sdk.scratch import scratch_prefix
 from methods.lora_par_partition import MaskKeeper
 from methods.lora_par_reward import gsm8k_rl_rows, trl_reward_funcs
 
@@ -107,7 +108,7 @@ def run_grpo(model: nn.Module, ctx: FitContext, *, questions: Sequence[str], ans
     rows = gsm8k_rl_rows(list(questions), list(answers))
     keeper.register(model)
     try:
-        with tempfile.TemporaryDirectory(prefix="peftbench-grpo-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=scratch_prefix("grpo")) as tmp:
             config = grpo_config(settings, ctx, tmp)
             trainer = trl.GRPOTrainer(model=model, reward_funcs=trl_reward_funcs(), args=config,
                                   train_dataset=Dataset.from_list(rows), processing_class=copy.deepcopy(ctx.tokenizer),

@@ -37,6 +37,7 @@ from bench.run.profile import Phase
 from bench.sdk.loop import collate, resolve_precision
 from bench.sdk.method import SAMPLE_KEYS, Diagnostics, FitContext, Fitted, Method, VariantPredictor
 from bench.sdk.registry import MethodEntry
+from bench.sdk.scratch import scratch_prefix
 from bench.spec.cells import ResolvedCell, data_version
 from bench.spec.suite import TaskSpec
 
@@ -202,7 +203,7 @@ class Classification:
         """
         s = setup
         items = s.test.subset(np.arange(min(RELOAD_ITEMS, len(s.test))))
-        folder = Path(tempfile.mkdtemp(prefix="peftbench-reload-"))
+        folder = Path(tempfile.mkdtemp(prefix=scratch_prefix("reload")))
         try:
             fitted.save(folder)
             size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

@@ -22,6 +22,7 @@ from bench.results.store import Store
 from bench.run.cell import run_cell
 from bench.run.jobs import Echo, Finish, Job, RunSummary
 from bench.sdk.registry import get_method
+from bench.sdk.scratch import sweep_scratch
 from bench.spec.cells import Cell, ResolvedCell, plan
 from bench.spec.config import build
 from bench.spec.generation import code_evals, require_code_execution
@@ -82,6 +83,8 @@ def run_suite(suite: Suite, store: Store, *, data_dir: Path, force: bool = False
     store.check_writable(suite.name)
     for path in store.sweep(suite.name):
         echo(f"removed {path.relative_to(store.root)}, left by a run that was killed")
+    for path in sweep_scratch():
+        echo(f"removed {path}, a scratch folder left by a run that was killed")
     summary = RunSummary()
     bar = progress(total=len(cells), desc=suite.name, unit="cell") if progress else None
     todo = []

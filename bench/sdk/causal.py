@@ -24,6 +24,7 @@ from bench.data.tokens import Encoded
 from bench.errors import BenchError
 from bench.sdk.fitted import load_converted, load_peft, save_initial
 from bench.sdk.loop import TrainStats, autocast, collate, count_parameters, train_loop
+from bench.sdk.scratch import scratch_prefix
 
 #: Reload check of a generation model: the largest |Δp| of next-token probabilities allowed.
 RELOAD_TOLERANCE = 1e-5
@@ -193,7 +194,7 @@ def reload_check(fitted: CausalFitted, load: Callable[[Path], CausalFitted], dat
     Raises:
         BenchError: when the reloaded model predicts differently.
     """
-    with tempfile.TemporaryDirectory(prefix="peftbench-reload-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix("reload")) as tmp:
         folder = Path(tmp)
         fitted.save(folder)
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

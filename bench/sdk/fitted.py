@@ -17,6 +17,7 @@ from torch import nn
 
 from bench.data.tokens import Encoded
 from bench.sdk.loop import count_parameters, predict_logits, softmax
+from bench.sdk.scratch import scratch_prefix
 
 
 @dataclass
@@ -136,7 +137,7 @@ def save_initial(model: Any, adapter: str = "default") -> tempfile.TemporaryDire
     It is saved with ``init_lora_weights=True`` (peft's recipe) so that loading it back does
     not run the SVD/QR init again on the already rewritten base.
     """
-    folder = tempfile.TemporaryDirectory(prefix="peftbench-init-")
+    folder = tempfile.TemporaryDirectory(prefix=scratch_prefix("init"))
     config = model.peft_config[adapter]
     init, config.init_lora_weights = config.init_lora_weights, True
     try:
@@ -154,6 +155,6 @@ def load_converted(model: Any, initial: tempfile.TemporaryDirectory[str], new_mo
     exported one: under bf16 autocast, W_res + s B A and W0 + delta round differently (1e-2 in
     probabilities on MiniLM).
     """
-    with tempfile.TemporaryDirectory(prefix="peftbench-convert-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix("convert")) as tmp:
         save_converted(model, os.path.join(initial.name, "initial"), Path(tmp), adapter)
         return load_peft(new_model(), Path(tmp))
