@@ -11,6 +11,7 @@ memory) fails its cell with that reason and the rest of the suite goes on in a n
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def threads_per_job(jobs: int) -> int:
@@ -50,7 +52,25 @@ def thread_env(threads: int) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _init_worker(threads: int) -> None:
+def die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    Without it a ``kill -9`` of ``bench run`` left its workers training, reparented to init. If
+    the parent is already gone (it died before this ran), exit now. Elsewhere: a no-op.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _init_worker(threads: int, parent: int) -> None:
+    die_with_parent(parent)
     import torch
 
     from bench.run.quiet import quiet_libraries
@@ -71,7 +91,7 @@ def pool(jobs: int) -> ProcessPoolExecutor:
     threads = threads_per_job(jobs)
     with thread_env(threads):
         executor = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
-                                       initializer=_init_worker, initargs=(threads,))
+                                       initializer=_init_worker, initargs=(threads, os.getpid()))
         # workers start on the first submit; warm them now, inside the thread environment
         try:
             for f in [executor.submit(os.getpid) for _ in range(jobs)]:

@@ -133,3 +133,40 @@ def test_sigterm_stores_every_cell_in_flight_as_canceled_and_stops_the_workers(t
     assert {json.loads(p.read_text())["status"] for p in canceled} == {"canceled"}
     time.sleep(1)
     assert not [w for w in workers if _alive(w)]
+
+
+PARENT = """
+import os
+from bench.run.parallel import pool
+executor = pool(2)
+pids = sorted(executor._processes)  # both workers started (pool() warms them)
+print(" ".join(map(str, pids)), flush=True)
+import time
+time.sleep(120)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_die_with_a_parent_killed_by_sigkill() -> None:
+    # issue 19 item 14: after kill -9 of bench run, its workers kept training, reparented to init
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        workers = [int(p) for p in parent.stdout.readline().split()]
+        assert len(workers) == 2 and all(_running(p) for p in workers)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while any(_running(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_running(p) for p in workers)
+    finally:
+        parent.kill()
