@@ -99,7 +99,7 @@ def run_suite(suite: Suite, store: Store, *, data_dir: Path, force: bool = False
             todo.append(Job(cell, tag))
     finish = Finish(store, summary, echo, bar)
     try:
-        if jobs > 1 and len(todo) > 1:
+        if jobs > 1 and todo:  # even one cell: its thread count must not depend on what is left
             from bench.run.parallel import run_parallel
 
             run_parallel(todo, data_dir=data_dir, jobs=jobs, execution=execution, finish=finish)

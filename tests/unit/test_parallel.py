@@ -43,7 +43,8 @@ def _probs(results: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def test_jobs_give_the_numbers_of_one_process_at_the_same_thread_count(tmp_path: Path) -> None:
+def test_jobs_give_the_numbers_of_one_process_at_the_same_thread_count(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     data, suite = _toy(tmp_path)
     threads = torch.get_num_threads()
     torch.set_num_threads(threads_per_job(2))
@@ -61,6 +62,24 @@ def test_jobs_give_the_numbers_of_one_process_at_the_same_thread_count(tmp_path:
     # a rerun with jobs skips what is stored, without starting workers
     again = api.run_suite(load_suite(str(suite)), data_dir=data, results=tmp_path / "two", quiet=True, jobs=2)
     assert len(again.skipped) == 3 and not again.ran
+    # issue 19 item 18: a resumed run with one cell left ran it in the parent at the parent's thread
+    # count; it must run in a worker like the others, and give the same numbers
+    import bench.run.parallel
+
+    calls: list[int] = []
+    real = bench.run.parallel.run_parallel
+
+    def spy(todo: list[Any], **kwargs: Any) -> None:
+        calls.append(len(todo))
+        real(todo, **kwargs)
+
+    lost = sorted((tmp_path / "two").rglob("*.preds.npz"))[0]
+    lost.unlink()
+    lost.with_name(lost.name.replace(".preds.npz", ".json")).unlink()
+    monkeypatch.setattr(bench.run.parallel, "run_parallel", spy)
+    rest = api.run_suite(load_suite(str(suite)), data_dir=data, results=tmp_path / "two", quiet=True, jobs=2)
+    assert calls == [1] and len(rest.ran) == 1 and len(rest.skipped) == 2
+    np.testing.assert_array_equal(_probs(tmp_path / "two")[lost.name], a[lost.name])
 
 
 def die_on_b(rid: str, data_dir: Path) -> tuple[dict[str, Any], float]:
