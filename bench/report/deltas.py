@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product
 
-from bench.report.comparison import format_value
 from bench.report.tables import DASH, ESCAPE
 from bench.results.query import Record, cell_of, is_success, record_value
 from bench.results.stats import welch_test
@@ -23,7 +22,9 @@ HEADER = ("setting", "method − reference", "metric", "seeds", "method", "refer
 
 
 def _show(metric: str, value: float, *, signed: bool = False) -> str:
-    """0–1 metrics in % (their differences in points), others in their units (:func:`format_value`)."""
+    """0–1 metrics in % (their differences in points), others in their units (as ``bench compare``)."""
+    from bench.report.comparison import format_value  # imported here: bench.results.compare imports this package
+
     return format_value(metric, value, signed=signed).replace(" pp", "")
 
 
