@@ -30,6 +30,8 @@ T = TypeVar("T")
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+MAX_REQUEUES = 2
+"""How often a cell is put back after another worker's death before it is failed itself."""
 
 
 def threads_per_job(jobs: int) -> int:
@@ -69,7 +71,13 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _init_worker(threads: int, parent: int) -> None:
+_STARTED: Any = None
+"""In a worker: the pool's queue of ``(key, pid)``, one per item it starts (see :class:`CellPool`)."""
+
+
+def _init_worker(threads: int, parent: int, started: Any = None) -> None:
+    global _STARTED
+    _STARTED = started
     die_with_parent(parent)
     import torch
 
@@ -86,12 +94,19 @@ def timed_cell(job: Job, data_dir: Path, execution: Any = None) -> tuple[CellRes
     return result, time.perf_counter() - start
 
 
-def pool(jobs: int) -> ProcessPoolExecutor:
-    """A spawn pool of ``jobs`` workers with their share of the cores."""
+def _started_call(key: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """In a worker: say which process runs item ``key``, then run it."""
+    if _STARTED is not None:
+        _STARTED.put((key, os.getpid()))
+    return fn(*args)
+
+
+def pool(jobs: int, started: Any = None) -> ProcessPoolExecutor:
+    """A spawn pool of ``jobs`` workers with their share of the cores (``started``: see :func:`_started_call`)."""
     threads = threads_per_job(jobs)
     with thread_env(threads):
         executor = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
-                                       initializer=_init_worker, initargs=(threads, os.getpid()))
+                                       initializer=_init_worker, initargs=(threads, os.getpid(), started))
         # workers start on the first submit; warm them now, inside the thread environment
         try:
             for f in [executor.submit(os.getpid) for _ in range(jobs)]:
@@ -113,7 +128,10 @@ class CellPool(Generic[T]):
     """Runs items on ``jobs`` workers as ``fn(item, data_dir) -> (result, seconds)``.
 
     :meth:`results` yields ``(item, result, seconds)`` as cells finish, or ``(item, None,
-    reason)`` when a worker died. :attr:`in_flight` holds the items submitted and not yet
+    reason)`` when its worker died. A dying worker breaks the whole pool; the items that were
+    running on the other workers are put back at the head of the queue and run again in a new
+    pool (each worker reports which item it started, and the dead one is the worker that did not
+    end by the pool's own SIGTERM). :attr:`in_flight` holds the items submitted and not yet
     yielded, so a Ctrl-C anywhere can store them as canceled; :meth:`stop` kills the workers.
     """
 
@@ -123,16 +141,23 @@ class CellPool(Generic[T]):
         self.on_start = on_start
         self.in_flight: dict[Future[Any], T] = {}
         self.executor: ProcessPoolExecutor | None = None
+        self._keys: dict[Future[Any], int] = {}
+        self._requeued: dict[int, int] = {}  # id(item) -> times put back after another worker died
 
     def results(self) -> Iterator[tuple[T, Any, float | str]]:
         """Run everything; yield each cell's outcome as it finishes."""
+        started = get_context("spawn").SimpleQueue()
+        key = 0
         while self.queue:
-            self.executor = pool(self.jobs)
+            self.executor = pool(self.jobs, started)
+            workers = dict(getattr(self.executor, "_processes", None) or {})  # pid -> Process, all started
             broken = False
             while (self.queue or self.in_flight) and not broken:
                 while self.queue and len(self.in_flight) < self.jobs:
                     item = self.queue.pop(0)
-                    self.in_flight[self.executor.submit(self.fn, item, self.data_dir)] = item
+                    key += 1
+                    future = self.executor.submit(_started_call, key, self.fn, item, self.data_dir)
+                    self.in_flight[future], self._keys[future] = item, key
                     if self.on_start is not None:
                         self.on_start(item)
                 done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
@@ -141,19 +166,43 @@ class CellPool(Generic[T]):
                         result, seconds = future.result()
                     except BrokenProcessPool:
                         broken = True
-                        yield self.in_flight.pop(future), None, "its worker process died (killed, or out of memory?)"
                         continue
+                    self._keys.pop(future, None)
                     yield self.in_flight.pop(future), result, seconds
-            if broken:  # cells still in flight died with the pool; the queue goes to a new one
-                for future in list(self.in_flight):
-                    yield self.in_flight.pop(future), None, \
-                        "its worker process died with another cell's (killed, or out of memory?)"
             self.executor.shutdown(wait=True)
+            if broken:
+                yield from self._after_break(workers, _drain(started))
+
+    def _after_break(self, workers: dict[int, Any], pids: dict[int, int]) -> Iterator[tuple[T, Any, float | str]]:
+        """Fail the cells of the worker(s) that died; requeue the cells the pool's shutdown killed."""
+        dead = {pid for pid, process in workers.items() if process.exitcode not in (None, 0, -signal.SIGTERM)}
+        again = []
+        for future in list(self.in_flight):
+            item, pid = self.in_flight.pop(future), pids.get(self._keys.pop(future, -1))
+            if not dead:  # cannot tell which worker died (say, one ended by an outside SIGTERM)
+                yield item, None, "its worker process died, or another cell's did (killed, or out of memory?)"
+            elif pid in dead:
+                yield item, None, "its worker process died (killed, or out of memory?)"
+            elif self._requeued.get(id(item), 0) >= MAX_REQUEUES:
+                yield item, None, f"its pool broke {MAX_REQUEUES + 1} times while it ran (a worker died each time)"
+            else:  # it was running, or waiting, when another worker died: run it again
+                self._requeued[id(item)] = self._requeued.get(id(item), 0) + 1
+                again.append(item)
+        self.queue[:0] = again
 
     def stop(self) -> None:
         """Kill the workers (Ctrl-C): their cells are lost anyway and must not outlive the run."""
         if self.executor is not None:
             _kill(self.executor)
+
+
+def _drain(queue: Any) -> dict[int, int]:
+    """Everything the workers reported so far: item key -> worker pid."""
+    found = {}
+    while not queue.empty():
+        key, pid = queue.get()
+        found[key] = pid
+    return found
 
 
 def run_parallel(todo: list[Job], *, data_dir: Path, jobs: int, execution: Any, finish: Finish) -> None:

@@ -101,6 +101,26 @@ def test_a_dead_worker_fails_its_cell_and_the_rest_run_in_a_new_pool(tmp_path: P
         assert seconds == 0.5
 
 
+def die_on_b_while_a_runs(rid: str, data_dir: Path) -> tuple[dict[str, Any], float]:
+    """Cell 'b' dies after a moment; 'a' is still running on the other worker when it does."""
+    if rid == "b":
+        time.sleep(1.0)
+        os._exit(9)
+    if rid == "a":
+        time.sleep(3.0)
+    return {"status": "success", "run_id": rid, "pid": os.getpid()}, 0.5
+
+
+def test_a_dead_worker_fails_only_its_own_cell(tmp_path: Path) -> None:
+    # issue 19 item 17: the cell on the other worker was failed too ("died with another cell's")
+    outcomes = {item: (record, seconds) for item, record, seconds in
+                CellPool(list("abcd"), tmp_path, jobs=2, fn=die_on_b_while_a_runs).results()}
+    assert sorted(outcomes) == ["a", "b", "c", "d"]
+    assert outcomes["b"][0] is None and outcomes["b"][1] == "its worker process died (killed, or out of memory?)"
+    for rid in "acd":
+        assert outcomes[rid][0]["status"] == "success", outcomes[rid]
+
+
 def test_thread_env_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
