@@ -7,6 +7,7 @@ instead of raising, so a bug in one method never stops a suite or loses other re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,32 @@ class Curves:
     """Per-epoch curves a method logs through ``ctx.log`` (one list per key)."""
 
     values: dict[str, list[Any]] = field(default_factory=dict)
+    on_row: Callable[[dict[str, Any]], None] | None = None
+    """Also called with each row (a worker forwards per-epoch progress through it)."""
 
     def log(self, row: dict[str, Any]) -> None:
         """Append one row: each key's value to its curve."""
         for key, value in row.items():
             self.values.setdefault(key, []).append(value)
+        if self.on_row is not None:
+            self.on_row(row)
+
+
+#: Curve keys shown in a worker's per-epoch progress line, when a row has them.
+PROGRESS_KEYS = ("train_loss", "detector_train_loss", "val_loss", "val_accuracy", "n_selected_clean", "reward")
+
+
+def progress_line(row: dict[str, Any]) -> str | None:
+    """``epoch 3, train_loss 0.412, val_accuracy 0.873`` for a row with an epoch counter, else None."""
+    epoch = next(((k, v) for k, v in row.items() if k.endswith("epoch")), None)
+    if epoch is None:
+        return None
+    parts = [f"{epoch[0].replace('_', ' ')} {epoch[1]}"]
+    for key in PROGRESS_KEYS:
+        value = row.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            parts.append(f"{key} {value:.4g}")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -80,13 +102,15 @@ def diverged_message(stats: list[TrainStats]) -> str | None:
     return None
 
 
-def run_cell(cell: ResolvedCell, data_dir: Path, progress: Any = None, execution: Any = None) -> CellResult:
+def run_cell(cell: ResolvedCell, data_dir: Path, progress: Any = None, execution: Any = None,
+             on_row: Callable[[dict[str, Any]], None] | None = None) -> CellResult:
     """Execute one cell and return its record (success, or failed with the reason).
 
     ``execution`` (a :class:`bench.evaluate.code.CodeExecution`) is the run's opt-in to
     execute model-written code; only generation cells with HumanEval evaluations use it.
+    ``on_row`` sees every curve row the method logs (per-epoch progress).
     """
-    kind, curves, device = get_kind(cell.kind), Curves(), default_device()
+    kind, curves, device = get_kind(cell.kind), Curves(on_row=on_row), default_device()
     common: dict[str, Any] = {"run_id": cell.run_id, "kind": cell.kind, "spec": cell.spec,
                               "env": environment(str(device)), "started_at": now()}
     efficiency: dict[str, Any] = {}

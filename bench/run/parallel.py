@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -21,7 +22,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from bench.run.cell import CellResult, run_cell
+from bench.run.cell import CellResult, progress_line, run_cell
 
 if TYPE_CHECKING:
     from bench.run.jobs import Finish, Job
@@ -87,10 +88,19 @@ def _init_worker(threads: int, parent: int, started: Any = None) -> None:
     quiet_libraries()
 
 
-def timed_cell(job: Job, data_dir: Path, execution: Any = None) -> tuple[CellResult, float]:
-    """Run one job's cell in a worker; (its result, seconds)."""
+def timed_cell(job: Job, data_dir: Path, execution: Any = None, verbose: bool = False) -> tuple[CellResult, float]:
+    """Run one job's cell in a worker; (its result, seconds).
+
+    ``verbose``: print a line per training epoch to stderr (``[3/24] <cell>: epoch 2, train_loss
+    …``), so a long cell on a worker shows progress before it ends.
+    """
+    def show(row: dict[str, Any]) -> None:
+        line = progress_line(row)
+        if line is not None:
+            print(f"{job.tag} {job.cell.label}: {line}", file=sys.stderr, flush=True)
+
     start = time.perf_counter()
-    result = run_cell(job.cell, data_dir, None, execution)
+    result = run_cell(job.cell, data_dir, None, execution, on_row=show if verbose else None)
     return result, time.perf_counter() - start
 
 
@@ -205,7 +215,8 @@ def _drain(queue: Any) -> dict[int, int]:
     return found
 
 
-def run_parallel(todo: list[Job], *, data_dir: Path, jobs: int, execution: Any, finish: Finish) -> None:
+def run_parallel(todo: list[Job], *, data_dir: Path, jobs: int, execution: Any, finish: Finish,
+                 verbose: bool = False) -> None:
     """Run ``todo`` on ``jobs`` workers, handing each outcome to ``finish`` as it arrives.
 
     A cell whose worker died is finished as failed with that reason; at Ctrl-C the workers are
@@ -215,7 +226,7 @@ def run_parallel(todo: list[Job], *, data_dir: Path, jobs: int, execution: Any, 
 
     from bench.run.jobs import interrupted
 
-    cells = CellPool(todo, data_dir, jobs, fn=partial(timed_cell, execution=execution),
+    cells = CellPool(todo, data_dir, jobs, fn=partial(timed_cell, execution=execution, verbose=verbose),
                      on_start=lambda job: finish.echo(f"{job.tag} {job.cell.label}: started"))
     try:
         for job, result, seconds in cells.results():

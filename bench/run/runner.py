@@ -102,7 +102,8 @@ def run_suite(suite: Suite, store: Store, *, data_dir: Path, force: bool = False
         if jobs > 1 and todo:  # even one cell: its thread count must not depend on what is left
             from bench.run.parallel import run_parallel
 
-            run_parallel(todo, data_dir=data_dir, jobs=jobs, execution=execution, finish=finish)
+            run_parallel(todo, data_dir=data_dir, jobs=jobs, execution=execution, finish=finish,
+                         verbose=progress is not None)
         else:
             for job in todo:
                 _run_here(job, data_dir, progress, execution, finish)

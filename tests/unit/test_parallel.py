@@ -209,3 +209,16 @@ def test_workers_die_with_a_parent_killed_by_sigkill() -> None:
         assert not any(_running(p) for p in workers)
     finally:
         parent.kill()
+
+
+def test_a_cell_on_a_worker_shows_each_epoch(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    # issue 19 item 20: a long cell on a worker printed nothing until it ended
+    data, suite = _toy(tmp_path)
+    loaded = load_suite(str(suite), ("train.epochs=2", "seeds=[0]"))
+    api.run_suite(loaded, data_dir=data, results=tmp_path / "r", jobs=2)
+    err = capfd.readouterr().err
+    for epoch in (1, 2):
+        assert f"[1/1] toy clean lora seed0: epoch {epoch}, train_loss " in err
+    assert "val_accuracy" in err
+    api.run_suite(loaded, data_dir=data, results=tmp_path / "q", jobs=2, quiet=True)
+    assert "epoch 1" not in capfd.readouterr().err
