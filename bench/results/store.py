@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.results.claims import claim_path, describe, release, try_claim
 from bench.results.record import RunRecord, migrate
 
 #: Where unreadable record files are moved, inside the store's root.
@@ -84,6 +85,18 @@ class Store:
             self.quarantine(path, str(err))
             return False
         return record.get("status") == "success"
+
+    def claim(self, suite: str, method_id: str, run_id: str) -> bool:
+        """Claim a cell for this process (:mod:`bench.results.claims`); False when another run holds it."""
+        return try_claim(claim_path(self.folder(suite, method_id), run_id))
+
+    def claimed_by(self, suite: str, method_id: str, run_id: str) -> str:
+        """Who holds a cell's claim: ``pid 123 on host h``."""
+        return describe(claim_path(self.folder(suite, method_id), run_id))
+
+    def release(self, suite: str, method_id: str, run_id: str) -> None:
+        """Drop this process's claim on a cell (after its record is written)."""
+        release(claim_path(self.folder(suite, method_id), run_id))
 
     def check_writable(self, suite: str) -> None:
         """Write, rename and remove a probe file in ``<root>/<suite>/``, as records are written.

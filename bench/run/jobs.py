@@ -37,6 +37,12 @@ class Job:
     tag: str
 
 
+def _where(job: Job) -> tuple[str, str, str]:
+    """(suite, method id, run id) of a job's cell, as the store keys it."""
+    spec = job.cell.spec
+    return spec["suite"], spec["method"]["id"], job.cell.run_id
+
+
 def rescue(record: RunRecord) -> Path:
     """Write a record the store could not take to the system temporary folder; return its path.
 
@@ -57,11 +63,39 @@ def interrupted(job: Job, status: str, error: str) -> RunRecord:
 class Finish:
     """Stores each outcome as it arrives, echoes its line and advances the bar."""
 
-    def __init__(self, store: Store, summary: RunSummary, echo: Echo, bar: Any) -> None:
+    def __init__(self, store: Store, summary: RunSummary, echo: Echo, bar: Any, *, force: bool = False) -> None:
         self.store, self.summary, self.echo, self.bar = store, summary, echo, bar
+        self.force = force
+
+    def start(self, job: Job) -> bool:
+        """Claim the job's cell for this run (:mod:`bench.results.claims`); False when it is skipped.
+
+        Skipped: another run holds its claim, or stored its record after this run looked.
+        """
+        cell, where = job.cell, _where(job)
+        if not self.store.claim(*where):
+            self._skip(job, f"claimed by {self.store.claimed_by(*where)} (another bench run)")
+            return False
+        if not self.force and self.store.succeeded(*where):
+            self.store.release(*where)
+            self._skip(job, f"stored ({cell.run_id}) by another run meanwhile")
+            return False
+        return True
+
+    def _skip(self, job: Job, why: str) -> None:
+        self.summary.skipped.append(job.cell.run_id)
+        self.echo(f"{job.tag} {job.cell.label}: {why}, skipped")
+        if self.bar is not None:
+            self.bar.update(1)
 
     def __call__(self, job: Job, result: CellResult, seconds: float) -> None:
         """Store one outcome (record and predictions), echo its line, advance the bar."""
+        try:
+            self._store(job, result, seconds)
+        finally:
+            self.store.release(*_where(job))
+
+    def _store(self, job: Job, result: CellResult, seconds: float) -> None:
         record, rid = result.record, job.cell.run_id
         try:
             self.summary.paths.append(self.store.write(record, result.predictions))
@@ -84,5 +118,8 @@ class Finish:
 
     def canceled(self, job: Job) -> None:
         """Store a cell in flight at Ctrl-C (or SIGTERM) as canceled."""
-        self.store.write(interrupted(job, "canceled", "interrupted by the user"))
+        try:
+            self.store.write(interrupted(job, "canceled", "interrupted by the user"))
+        finally:
+            self.store.release(*_where(job))
         self.echo(f"{job.tag} {job.cell.label}: canceled ({job.cell.run_id})")

@@ -146,9 +146,9 @@ class CellPool(Generic[T]):
     """
 
     def __init__(self, todo: list[T], data_dir: Path, jobs: int, fn: Callable[..., tuple[Any, float]],
-                 on_start: Callable[[T], None] | None = None) -> None:
+                 on_start: Callable[[T], None] | None = None, may_start: Callable[[T], bool] | None = None) -> None:
         self.queue, self.data_dir, self.jobs, self.fn = list(todo), data_dir, jobs, fn
-        self.on_start = on_start
+        self.on_start, self.may_start = on_start, may_start
         self.in_flight: dict[Future[Any], T] = {}
         self.executor: ProcessPoolExecutor | None = None
         self._keys: dict[Future[Any], int] = {}
@@ -165,6 +165,8 @@ class CellPool(Generic[T]):
             while (self.queue or self.in_flight) and not broken:
                 while self.queue and len(self.in_flight) < self.jobs:
                     item = self.queue.pop(0)
+                    if self.may_start is not None and not self.may_start(item):
+                        continue  # e.g. claimed by another bench run on the same store
                     key += 1
                     future = self.executor.submit(_started_call, key, self.fn, item, self.data_dir)
                     self.in_flight[future], self._keys[future] = item, key
@@ -227,7 +229,8 @@ def run_parallel(todo: list[Job], *, data_dir: Path, jobs: int, execution: Any, 
     from bench.run.jobs import interrupted
 
     cells = CellPool(todo, data_dir, jobs, fn=partial(timed_cell, execution=execution, verbose=verbose),
-                     on_start=lambda job: finish.echo(f"{job.tag} {job.cell.label}: started"))
+                     on_start=lambda job: finish.echo(f"{job.tag} {job.cell.label}: started"),
+                     may_start=finish.start)
     try:
         for job, result, seconds in cells.results():
             if result is None:  # the worker died: the cell failed, and says why

@@ -97,7 +97,7 @@ def run_suite(suite: Suite, store: Store, *, data_dir: Path, force: bool = False
                 bar.update(1)
         else:
             todo.append(Job(cell, tag))
-    finish = Finish(store, summary, echo, bar)
+    finish = Finish(store, summary, echo, bar, force=force)
     try:
         if jobs > 1 and todo:  # even one cell: its thread count must not depend on what is left
             from bench.run.parallel import run_parallel
@@ -106,7 +106,8 @@ def run_suite(suite: Suite, store: Store, *, data_dir: Path, force: bool = False
                          verbose=progress is not None)
         else:
             for job in todo:
-                _run_here(job, data_dir, progress, execution, finish)
+                if finish.start(job):  # claimed: no other bench run on this store runs it
+                    _run_here(job, data_dir, progress, execution, finish)
     finally:
         if bar is not None:
             bar.close()

@@ -1,0 +1,81 @@
+"""Cell claims (bench.results.claims): two bench runs on one store split the grid (issue 19, item 16)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.results import claims
+from bench.results.claims import claim_path, is_stale, release, try_claim
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_claim_is_exclusive_while_its_owner_lives(tmp_path: Path) -> None:
+    path = claim_path(tmp_path / "suite" / "lora", "abc")
+    assert try_claim(path) and path.name == ".abc.claim"
+    assert json.loads(path.read_text())["pid"] == os.getpid()
+    assert try_claim(path)                       # ours already (a requeued cell)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        path.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(), "since": time.time()}))
+        assert not is_stale(path) and not try_claim(path)   # a live run on this host holds it
+        release(path)                                       # not ours: left alone
+        assert path.exists()
+    finally:
+        other.kill()
+        other.wait()
+    assert is_stale(path) and try_claim(path)               # its owner is gone: taken over
+    release(path)
+    assert not path.exists()
+
+
+def test_foreign_and_unreadable_claims_go_stale_with_age(tmp_path: Path) -> None:
+    path = tmp_path / ".x.claim"
+    path.write_text(json.dumps({"pid": 1, "host": "another-machine", "since": 0}))
+    assert not is_stale(path)
+    old = time.time() - claims.FOREIGN_STALE_S - 10
+    os.utime(path, (old, old))
+    assert is_stale(path)
+    path.write_text("")                                      # a writer killed before it wrote
+    assert not is_stale(path)
+    os.utime(path, (time.time() - 120, time.time() - 120))
+    assert is_stale(path)
+
+
+TOY = """name: toy
+model: random:tiny-bert
+tasks:
+  toy: {dataset: toyds}
+methods: {lora: {config: {r: 2, alpha: 4}}}
+seeds: [0, 1, 2, 3]
+train: {epochs: 2, batch_size: 8, precision: fp32}
+"""
+
+
+def test_two_runs_on_one_store_run_each_cell_once(tmp_path: Path) -> None:
+    folder = tmp_path / "data" / "toyds"
+    folder.mkdir(parents=True)
+    (folder / "labels.json").write_text('["a", "b"]')
+    for split, n in (("train", 48), ("test", 8)):
+        (folder / f"{split}.jsonl").write_text("".join(
+            json.dumps({"text": f"{['good', 'bad'][i % 2]} item {i}", "label": i % 2}) + "\n" for i in range(n)))
+    suite = tmp_path / "toy.yaml"
+    suite.write_text(TOY)
+    results = tmp_path / "results"
+    command = [sys.executable, "-m", "bench.cli", "run", "--suite", str(suite), "--data-dir", str(tmp_path / "data"),
+               "--results-dir", str(results)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            for _ in range(2)]
+    outs = [run.communicate(timeout=600)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outs
+    records = sorted(p.name for p in results.rglob("*.json"))
+    assert len(records) == 4 and len(set(records)) == 4          # every cell once, nothing twice
+    assert not list(results.rglob("*.claim")) and not list(results.rglob("*.tmp"))
+    assert sum(o.count("accuracy") for o in outs) == 4, outs     # one success line per cell in all
