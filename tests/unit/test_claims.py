@@ -79,3 +79,73 @@ def test_two_runs_on_one_store_run_each_cell_once(tmp_path: Path) -> None:
     assert len(records) == 4 and len(set(records)) == 4          # every cell once, nothing twice
     assert not list(results.rglob("*.claim")) and not list(results.rglob("*.tmp"))
     assert sum(o.count("accuracy") for o in outs) == 4, outs     # one success line per cell in all
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+                found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _gone(pids: list[int], within_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not any(_running(p) for p in pids)
+
+
+def test_kill_9_of_the_parent_or_a_worker_loses_nothing(tmp_path: Path) -> None:
+    # issue 19's kill test: kill -9 of the parent, then of one worker, at random points; after each
+    # no process is left, the store reads, and a rerun completes every cell exactly once
+    import random
+
+    folder = tmp_path / "data" / "toyds"
+    folder.mkdir(parents=True)
+    (folder / "labels.json").write_text('["a", "b"]')
+    for split, n in (("train", 48), ("test", 8)):
+        (folder / f"{split}.jsonl").write_text("".join(
+            json.dumps({"text": f"{['good', 'bad'][i % 2]} item {i}", "label": i % 2}) + "\n" for i in range(n)))
+    suite = tmp_path / "toy.yaml"
+    suite.write_text(TOY)
+    results, scratch = tmp_path / "results", tmp_path / "tmp"
+    scratch.mkdir()
+    command = [sys.executable, "-m", "bench.cli", "run", "--suite", str(suite), "--data-dir", str(tmp_path / "data"),
+               "--results-dir", str(results), "--jobs", "2", "--quiet"]
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    rng = random.Random(0)
+    for victim in ("parent", "worker"):
+        run = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(4.0, 8.0))  # workers start in about 3 s; a cell takes about 2 s
+        workers = [p for p in _children(run.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+        if victim == "parent":
+            run.kill()
+            run.wait()
+            assert _gone(workers), f"workers {workers} outlived their parent"
+        else:
+            if workers:
+                os.kill(workers[0], 9)
+            assert run.wait(timeout=300) in (0, 1)  # the dead worker's cell is stored as failed
+        from bench.results.store import Store
+
+        Store(results).records("toy")  # every record file still parses
+    final = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stdout + final.stderr
+    successes = [p for p in results.rglob("*.json") if p.name.count(".") == 1]
+    assert len(successes) == 4 and len({p.name for p in successes}) == 4
+    assert not list(results.rglob("*.claim")) and not list(results.rglob("*.tmp"))
+    assert not [p for p in scratch.iterdir() if p.name.startswith("peftbench-")]
