@@ -126,3 +126,37 @@ def test_score_canonical_wrong_and_hostile(isolated: None, problems: dict[str, P
     # pass@1 per task = c / n: (1/2 + 2/2 + 1/2) / 3 = 2/3; pass@2 with n = 2 is 1 whenever c >= 1;
     # pass@10 is left out: no task has 10 samples.
     assert result.pass_at_k == pytest.approx({"pass_at_1": 2 / 3, "pass_at_2": 1.0})
+
+
+# A table of hostile trailers after a wrong HumanEval/0 body: whatever the program does, a wrong
+# answer must never pass, and nothing may be left running on the host.
+HOSTILE = {
+    "os._exit(0)": "import os; os._exit(0)",
+    "SystemExit(0)": "raise SystemExit(0)",
+    "sys.exit(0) in the function": None,  # the body itself exits (see below)
+    "atexit os._exit(0) after the failure": "import atexit, os; atexit.register(lambda: os._exit(0))",
+    "excepthook swallows the failure": "import sys; sys.excepthook = lambda *a: None",
+    "rebinding AssertionError": "import builtins; builtins.AssertionError = type('E', (Exception,), {})",
+    "stdout closed": "import os; os.close(1)",
+    "stdout redirected": "import sys, io; sys.stdout = io.StringIO()",
+    "busy loop": "while True: pass",
+    "sleep past the timeout": "import time; time.sleep(60)",
+    "memory bomb": "x = bytearray(1 << 36)",
+    "fork bomb": "import os\nwhile True:\n    try: os.fork()\n    except OSError: pass",
+    "daemon child then exit 0": "import os, time\nif os.fork() == 0:\n    time.sleep(60)\nos._exit(0)",
+    "kill its own group": "import os, signal; os.killpg(0, signal.SIGKILL)",
+    "write outside its folder": "open('/tmp/peftbench-hostile', 'w').write('x')",
+    "SIGTERM ignored, then exit 0": "import signal, os; signal.signal(signal.SIGTERM, signal.SIG_IGN); os._exit(0)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_programs_never_pass_a_wrong_answer(problems: dict[str, Problem], isolated: None, name: str) -> None:
+    p = problems["HumanEval/0"]
+    trailer = HOSTILE[name]
+    completion = "    import sys; sys.exit(0)\n" if trailer is None else WRONG + trailer + "\n"
+    result = score({"HumanEval/0": p}, {"HumanEval/0": [completion]}, ks=(1,), allow_code_execution=True,
+                   limits=SandboxLimits(timeout_s=2.0, cpu_s=1, memory_mb=512))
+    (outcome,) = result.results["HumanEval/0"]
+    assert not outcome.passed and result.pass_at_k["pass_at_1"] == 0.0, (outcome.reason, outcome.stderr[-300:])
+    assert sandbox.find_processes(outcome.pgid, outcome.token) == []
