@@ -97,17 +97,22 @@ def macro_f1(preds: npt.ArrayLike, labels: npt.ArrayLike, n_classes: int | None 
         # No samples: no class has a defined F1, and nan keeps it out of means
         # rather than faking a value.
         return float("nan")
-    if n_classes is None:
-        if min(p.min(), y.min()) < 0:
-            raise ValueError("preds and labels must be non-negative class ids")
-        n_classes = int(max(p.max(), y.max())) + 1
-    cm = confusion_matrix(p, y, n_classes)
+    cm = confusion_matrix(p, y, _class_count(p, y, n_classes))
     tp = np.diag(cm)
     fp = cm.sum(axis=0) - tp
     fn = cm.sum(axis=1) - tp
     denom = 2 * tp + fp + fn
     present = denom > 0
     return float(np.mean(2 * tp[present] / denom[present]))
+
+
+def _class_count(p: IntArray, y: IntArray, n_classes: int | None) -> int:
+    """``n_classes``, or, when None, one more than the largest id in non-empty ``p`` and ``y``."""
+    if n_classes is not None:
+        return n_classes
+    if min(p.min(), y.min()) < 0:
+        raise ValueError("preds and labels must be non-negative class ids")
+    return int(max(p.max(), y.max())) + 1
 
 
 def class_accuracies(preds: npt.ArrayLike, labels: npt.ArrayLike, n_classes: int) -> npt.NDArray[np.float64]:
@@ -153,11 +158,7 @@ def worst_class_accuracy(preds: npt.ArrayLike, labels: npt.ArrayLike, n_classes:
     p, y = _paired(preds, labels)
     if p.size == 0:
         return float("nan")
-    if n_classes is None:
-        if min(p.min(), y.min()) < 0:
-            raise ValueError("preds and labels must be non-negative class ids")
-        n_classes = int(max(p.max(), y.max())) + 1
-    return float(np.nanmin(class_accuracies(p, y, n_classes)))
+    return float(np.nanmin(class_accuracies(p, y, _class_count(p, y, n_classes))))
 
 
 def confusion_matrix(preds: npt.ArrayLike, labels: npt.ArrayLike, n_classes: int) -> IntArray:

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.processes import pid_alive
+
 #: Seconds after which another host's claim counts as abandoned.
 FOREIGN_STALE_S = 12 * 3600.0
 _UNREADABLE_STALE_S = 60.0
@@ -37,14 +39,6 @@ def _owner() -> dict[str, Any]:
     return {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_claim(path: Path) -> dict[str, Any] | None:
@@ -66,7 +60,7 @@ def is_stale(path: Path) -> bool:
     if owner is None or not isinstance(owner.get("pid"), int):
         return age > _UNREADABLE_STALE_S
     if owner.get("host") == socket.gethostname():
-        return not _alive(owner["pid"])
+        return not pid_alive(owner["pid"])
     return age > FOREIGN_STALE_S
 
 

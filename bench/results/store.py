@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.processes import pid_alive
 from bench.results.claims import claim_path, describe, release, try_claim
 from bench.results.record import RunRecord, migrate
 
@@ -29,15 +30,6 @@ WRITE_CHECK = ".write-check"
 ORPHAN_AGE_S = 60.0
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
@@ -131,7 +123,7 @@ class Store:
             return removed
         for path in folder.rglob(".*.tmp"):
             pid = path.name.rsplit(".", 2)[-2]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 removed.append(path)
         for path in folder.rglob("*.preds.npz"):
             rid = path.name.removesuffix(".preds.npz")

@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from bench.processes import pid_alive
+
 #: ``peftbench-<what>-<pid>-<random>``: the folders :func:`sweep_scratch` may remove.
 PATTERN = re.compile(r"peftbench-[a-z]+-(\d+)-.+")
 
@@ -23,14 +25,6 @@ def scratch_prefix(what: str) -> str:
     return f"peftbench-{what}-{os.getpid()}-"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
 
 
 def sweep_scratch(root: str | Path | None = None) -> list[Path]:
@@ -39,7 +33,7 @@ def sweep_scratch(root: str | Path | None = None) -> list[Path]:
     removed = []
     for entry in base.iterdir() if base.is_dir() else ():
         match = PATTERN.fullmatch(entry.name)
-        if match and entry.is_dir() and not entry.is_symlink() and not _alive(int(match.group(1))):
+        if match and entry.is_dir() and not entry.is_symlink() and not pid_alive(int(match.group(1))):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
