@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.results import claims
 from bench.results.claims import claim_path, is_stale, release, try_claim
+from tests.run_helpers import gone, toy_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,12 +60,7 @@ train: {epochs: 2, batch_size: 8, precision: fp32}
 
 
 def test_two_runs_on_one_store_run_each_cell_once(tmp_path: Path) -> None:
-    folder = tmp_path / "data" / "toyds"
-    folder.mkdir(parents=True)
-    (folder / "labels.json").write_text('["a", "b"]')
-    for split, n in (("train", 48), ("test", 8)):
-        (folder / f"{split}.jsonl").write_text("".join(
-            json.dumps({"text": f"{['good', 'bad'][i % 2]} item {i}", "label": i % 2}) + "\n" for i in range(n)))
+    toy_dataset(tmp_path / "data", 48)
     suite = tmp_path / "toy.yaml"
     suite.write_text(TOY)
     results = tmp_path / "results"
@@ -94,32 +90,12 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def _gone(pids: list[int], within_s: float = 15.0) -> bool:
-    deadline = time.monotonic() + within_s
-    while any(_running(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return not any(_running(p) for p in pids)
-
-
 def test_kill_9_of_the_parent_or_a_worker_loses_nothing(tmp_path: Path) -> None:
     # issue 19's kill test: kill -9 of the parent, then of one worker, at random points; after each
     # no process is left, the store reads, and a rerun completes every cell exactly once
     import random
 
-    folder = tmp_path / "data" / "toyds"
-    folder.mkdir(parents=True)
-    (folder / "labels.json").write_text('["a", "b"]')
-    for split, n in (("train", 48), ("test", 8)):
-        (folder / f"{split}.jsonl").write_text("".join(
-            json.dumps({"text": f"{['good', 'bad'][i % 2]} item {i}", "label": i % 2}) + "\n" for i in range(n)))
+    toy_dataset(tmp_path / "data", 48)
     suite = tmp_path / "toy.yaml"
     suite.write_text(TOY)
     results, scratch = tmp_path / "results", tmp_path / "tmp"
@@ -135,7 +111,7 @@ def test_kill_9_of_the_parent_or_a_worker_loses_nothing(tmp_path: Path) -> None:
         if victim == "parent":
             run.kill()
             run.wait()
-            assert _gone(workers), f"workers {workers} outlived their parent"
+            assert gone(workers), f"workers {workers} outlived their parent"
         else:
             if workers:
                 os.kill(workers[0], 9)

@@ -18,16 +18,11 @@ import torch
 from bench import api
 from bench.run.parallel import CellPool, thread_env, threads_per_job
 from bench.spec.suite import load_suite
+from tests.run_helpers import gone, running, toy_dataset
 
 
 def _toy(tmp_path: Path) -> tuple[Path, Path]:
-    folder = tmp_path / "data" / "toyds"
-    folder.mkdir(parents=True)
-    (folder / "labels.json").write_text('["a", "b"]')
-    words = ["good", "bad"]
-    for split, n in (("train", 24), ("test", 8)):
-        (folder / f"{split}.jsonl").write_text("".join(
-            json.dumps({"text": f"{words[i % 2]} item {i}", "label": i % 2}) + "\n" for i in range(n)))
+    toy_dataset(tmp_path / "data", 24)
     suite = tmp_path / "toy.yaml"
     suite.write_text("name: toy\nmodel: random:tiny-bert\ntasks:\n  toy: {dataset: toyds}\n"
                      "methods: {lora: {config: {r: 2, alpha: 4}}}\nseeds: [0, 1, 2]\n"
@@ -185,14 +180,6 @@ time.sleep(120)
 """
 
 
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_workers_die_with_a_parent_killed_by_sigkill() -> None:
     # issue 19 item 14: after kill -9 of bench run, its workers kept training, reparented to init
@@ -200,13 +187,10 @@ def test_workers_die_with_a_parent_killed_by_sigkill() -> None:
     try:
         assert parent.stdout is not None
         workers = [int(p) for p in parent.stdout.readline().split()]
-        assert len(workers) == 2 and all(_running(p) for p in workers)
+        assert len(workers) == 2 and all(running(p) for p in workers)
         parent.kill()
         parent.wait()
-        deadline = time.monotonic() + 10
-        while any(_running(p) for p in workers) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not any(_running(p) for p in workers)
+        assert gone(workers, within_s=10)
     finally:
         parent.kill()
 

@@ -1,0 +1,35 @@
+"""Helpers for tests that run bench in worker or separate processes: a toy dataset, process states."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+
+def toy_dataset(data_root: Path, n_train: int, n_test: int = 8) -> Path:
+    """Write ``<data_root>/toyds``: two classes, "good item i" / "bad item i" by parity; return ``data_root``."""
+    folder = data_root / "toyds"
+    folder.mkdir(parents=True)
+    (folder / "labels.json").write_text('["a", "b"]')
+    for split, n in (("train", n_train), ("test", n_test)):
+        (folder / f"{split}.jsonl").write_text("".join(
+            json.dumps({"text": f"{['good', 'bad'][i % 2]} item {i}", "label": i % 2}) + "\n" for i in range(n)))
+    return data_root
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie or a missing pid is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def gone(pids: list[int], within_s: float = 15.0) -> bool:
+    """Wait up to ``within_s`` for every process of ``pids`` to end; whether they all did."""
+    deadline = time.monotonic() + within_s
+    while any(running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not any(running(p) for p in pids)
