@@ -24,11 +24,16 @@ refuses to run unless ``allow_unsafe_network=True``; then the program runs with 
 only: it can reach the network, write wherever its user may, and see the host's processes;
 run as root, it is root, and the kernel does not apply the process limit to root.
 
-Not isolated in either mode: CPU time is limited per process, not per sandbox, and memory is
-limited per process (``max_procs`` processes may each use ``memory_mb``); the program can read
-what its user may read (as ``nobody`` under root: world-readable files; as a normal user: that
-user's files, though without a network it can only print them); the kernel itself is shared
-(no seccomp filter).
+Layers in both modes: a seccomp filter (:mod:`bench.evaluate.seccomp`: no Unix sockets, memory
+files, SysV shared memory, keyrings or io_uring), a fresh session keyring, and a cgroup that bounds
+the memory and processes of all the program's processes together where the host lets the harness
+create one (:mod:`bench.evaluate.sandbox_cgroup`). In isolated mode the working directory is also a
+size-limited tmpfs private to the program's mount namespace (other programs see an empty folder),
+``/dev`` holds only null, zero, full, random and urandom, and every other mount is ``nodev``.
+
+Not isolated in either mode: CPU time is limited per process, not per sandbox; the program can
+read what its user may read (as ``nobody`` under root: world-readable files; as a normal user:
+that user's files, though without a network it can only print them); the kernel is shared.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from pathlib import Path
 from typing import IO
 
 from bench.errors import BenchError
+from bench.evaluate import sandbox_cgroup, seccomp
 from bench.evaluate import sandbox_launcher as launcher
 
 LAUNCHER = Path(launcher.__file__)
@@ -71,6 +77,7 @@ class SandboxLimits:
         cpu_s: CPU seconds per process (SIGXCPU, then SIGKILL one second later).
         max_procs: Processes (and threads) the sandbox may hold at once, the program included.
         max_file_mb: Largest file the program may write, stdout and stderr included, in MiB.
+        max_disk_mb: Size of the working directory's tmpfs, all files together (isolated mode).
     """
 
     timeout_s: float = 5.0
@@ -78,9 +85,10 @@ class SandboxLimits:
     cpu_s: int = 5
     max_procs: int = 16
     max_file_mb: int = 16
+    max_disk_mb: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("timeout_s", "memory_mb", "cpu_s", "max_procs", "max_file_mb"):
+        for name in ("timeout_s", "memory_mb", "cpu_s", "max_procs", "max_file_mb", "max_disk_mb"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Invalid {name}: {getattr(self, name)} (must be > 0)")
 
@@ -102,6 +110,8 @@ class SandboxResult:
         isolated: Whether the namespaces were in place (False only in the unsafe mode).
         pgid: The process group the program ran in (the launcher's pid).
         token: The value of :data:`TOKEN_VAR` in the program's environment.
+        cgroup: The version of the cgroup that bounded the program's processes together, or
+            None where the harness could not create one (:mod:`bench.evaluate.sandbox_cgroup`).
     """
 
     passed: bool
@@ -113,6 +123,7 @@ class SandboxResult:
     isolated: bool
     pgid: int
     token: str
+    cgroup: int | None = None
 
 
 def _interpreter() -> tuple[str, str]:
@@ -146,6 +157,7 @@ def run_program(
     cpu_s: int = SandboxLimits.cpu_s,
     max_procs: int = SandboxLimits.max_procs,
     max_file_mb: int = SandboxLimits.max_file_mb,
+    max_disk_mb: int = SandboxLimits.max_disk_mb,
     allow_unsafe_network: bool = False,
     pass_marker: str | None = None,
 ) -> SandboxResult:
@@ -158,6 +170,7 @@ def run_program(
         cpu_s: CPU-time limit per process.
         max_procs: Process limit.
         max_file_mb: File-size limit.
+        max_disk_mb: Working-directory size limit.
         allow_unsafe_network: Run with the resource limits only where the kernel cannot
             isolate the program (see the module docstring). Ignored where it can.
         pass_marker: A line the program prints as its last act (e.g. after its tests ran). With it,
@@ -170,7 +183,7 @@ def run_program(
             sandbox failed to start.
         ValueError: On a limit that is not positive.
     """
-    limits = SandboxLimits(timeout_s, memory_mb, cpu_s, max_procs, max_file_mb)
+    limits = SandboxLimits(timeout_s, memory_mb, cpu_s, max_procs, max_file_mb, max_disk_mb)
     problem = isolation_problem()
     if problem is not None and not allow_unsafe_network:
         raise BenchError(
@@ -191,12 +204,11 @@ def _run(source: str, limits: SandboxLimits, *, isolate: bool) -> SandboxResult:
         program = Path(workdir, "program.py")
         program.write_text(source)
         program.chmod(0o644)
-        if isolate and os.geteuid() == 0:
-            os.chown(workdir, launcher.NOBODY, launcher.NOBODY)
         token = secrets.token_hex(8)
+        group = sandbox_cgroup.create(token, limits.memory_mb * 1024 * 1024, limits.max_procs)
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             start = time.monotonic()
-            proc = _start(workdir, token, limits, isolate, status_w, out.fileno(), err.fileno())
+            proc = _start(workdir, token, limits, isolate, status_w, out.fileno(), err.fileno(), group)
             os.close(status_w)
             status_w = -1
             timed_out = _wait_then_kill(proc, limits.timeout_s)
@@ -204,7 +216,10 @@ def _run(source: str, limits: SandboxLimits, *, isolate: bool) -> SandboxResult:
             wall_s = time.monotonic() - start
             stdout, stderr = _tail(out), _tail(err)
         status = _read_status(status_r)
+        oom_killed = group is not None and group.oom_killed()
     finally:
+        if group is not None:
+            group.remove()
         os.close(status_r)
         if status_w >= 0:
             os.close(status_w)
@@ -218,14 +233,29 @@ def _run(source: str, limits: SandboxLimits, *, isolate: bool) -> SandboxResult:
     exits = [int(line.split()[1]) for line in status.splitlines() if line.startswith("exit ")]
     returncode = exits[-1] if exits and not timed_out else proc.returncode
     reason = _reason(returncode, timed_out, stderr)
+    if reason == "killed" and oom_killed:
+        reason = "memory_limit"
     return SandboxResult(
         passed=reason == "passed", reason=reason, returncode=returncode, stdout=stdout, stderr=stderr,
-        wall_s=wall_s, isolated=isolate, pgid=proc.pid, token=token,
+        wall_s=wall_s, isolated=isolate, pgid=proc.pid, token=token, cgroup=None if group is None else group.version,
     )
 
 
+def seccomp_filter() -> str | None:
+    """The seccomp filter for this machine, hex-encoded, or None where none is known (see seccomp)."""
+    arch = seccomp.machine()
+    return None if arch is None else seccomp.build(arch).hex()
+
+
+def keyring_syscall() -> int | None:
+    """The number of ``keyctl`` here, with which the launcher joins a fresh session keyring."""
+    arch = seccomp.machine()
+    return None if arch is None else seccomp.syscall_number("keyctl", arch)
+
+
 def _start(
-    workdir: str, token: str, limits: SandboxLimits, isolate: bool, status_fd: int, out: int, err: int
+    workdir: str, token: str, limits: SandboxLimits, isolate: bool, status_fd: int, out: int, err: int,
+    group: sandbox_cgroup.Cgroup | None,
 ) -> subprocess.Popen[bytes]:
     interpreter, prefix = _interpreter()
     env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", TOKEN_VAR: token}
@@ -233,7 +263,9 @@ def _start(
         "isolate": isolate, "workdir": workdir, "program": "program.py", "interpreter": interpreter,
         "prefix": prefix, "status_fd": status_fd, "env": env,
         "limits": {"cpu_s": limits.cpu_s, "memory_mb": limits.memory_mb, "max_procs": limits.max_procs,
-                   "max_file_mb": limits.max_file_mb},
+                   "max_file_mb": limits.max_file_mb, "disk_mb": limits.max_disk_mb},
+        "seccomp": seccomp_filter(), "keyctl_nr": keyring_syscall(),
+        "cgroups": [] if group is None else group.procs_files,
     }
     return subprocess.Popen(
         [sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(config)],

@@ -6,23 +6,28 @@ and is never imported by the harness: doing the isolation here, rather than in a
 ``preexec_fn``, keeps it out of the harness's threads, where forking and then running Python
 code is unsafe.
 
-In isolated mode it:
+Its first step, in either mode, is to move itself into the program's cgroup, if the harness
+made one. In isolated mode it then:
 
-1. makes a private mount namespace in which every mount is read-only and ``nosuid`` except a
-   bind mount of the program's working directory (when run as root, this happens before the
-   privileges are dropped, and an interpreter under a directory closed to others, such as
-   ``/root``, is bind-mounted into a small tmpfs laid over that directory);
+1. makes a private mount namespace (and, as root, an IPC namespace with SysV shared memory off)
+   in which the working directory is a fresh size-limited tmpfs holding a copy of the program,
+   ``/dev`` is a tmpfs with only null, zero, full, random and urandom, and every other mount is
+   read-only, ``nosuid`` and ``nodev`` (when run as root, this happens before the privileges
+   are dropped, and an interpreter under a directory closed to others, such as ``/root``, is
+   bind-mounted into a small tmpfs laid over that directory);
 2. as root, drops to ``nobody`` (65534); a non-root user keeps its own uid;
 3. unshares a user namespace (mapping only that one uid), and new mount, network (loopback
    only, down), PID, IPC and UTS namespaces;
 4. forks a small init, PID 1 of the new PID namespace, which asks for SIGKILL if the launcher
-   dies, mounts a fresh read-only ``/proc`` and forks the program's process (PID 2); that one
-   sets the resource limits, reports ``ok`` on the status pipe and execs the interpreter. The
-   init reaps orphans, reports ``exit <status>`` when the program ends, and exits; the kernel
-   then kills every process left in the namespace.
+   dies, takes a session of its own (so the program's ``kill(0, ...)`` cannot reach the
+   launcher), mounts a fresh read-only ``/proc`` and forks the program's process (PID 2); that
+   one sets the resource limits, joins a fresh session keyring, installs the seccomp filter,
+   reports ``ok`` on the status pipe and execs the interpreter. The init reaps orphans, reports
+   ``exit <status>`` when the program ends, and exits; the kernel then kills every process left
+   in the namespace.
 
-In unsafe mode it only sets the resource limits and execs the program in place, so the
-launcher's exit status is the program's.
+In unsafe mode it only sets the resource limits, the keyring and the filter and execs the
+program in place, so the launcher's exit status is the program's.
 
 Setup errors are written to the status pipe as ``error: <step>: <reason>`` and end the launcher
 with exit status 125, so the harness can tell a broken sandbox from a failing program.
@@ -31,6 +36,7 @@ with exit status 125, so the harness can tell a broken sandbox from a failing pr
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import resource
@@ -56,6 +62,10 @@ MS_PRIVATE = 0x40000
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
+PR_SET_SECCOMP = 22
+PR_SET_NO_NEW_PRIVS = 38
+SECCOMP_MODE_FILTER = 2
+KEYCTL_JOIN_SESSION_KEYRING = 1
 
 # mount_setattr(2), Linux >= 5.12; the number is the same on every architecture's unified table.
 SYS_MOUNT_SETATTR = 442
@@ -63,6 +73,10 @@ AT_FDCWD = -100
 AT_RECURSIVE = 0x8000
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+
+DEVICES = ("null", "zero", "full", "random", "urandom")
+"""The device nodes the private ``/dev`` keeps; every other mount is ``nodev``."""
 
 NOBODY = 65534
 SETUP_FAILED = 125
@@ -72,6 +86,10 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 class SetupError(Exception):
     """A step of the isolation failed; the message names the step."""
+
+
+class _FilterProgram(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
 class _MountAttr(ctypes.Structure):
@@ -156,23 +174,86 @@ def _expose_prefix(prefix: str) -> None:
         os.close(fd)
 
 
-def _read_only_except(workdir: str) -> None:
+def _private_workdir(workdir: str, program: str, disk_mb: int, owner: int | None) -> None:
+    """Lay a size-limited tmpfs over ``workdir`` and copy the program into it.
+
+    The tmpfs bounds what the program may write in total (the file-size limit is per file), and
+    it lives only in this mount namespace: programs running beside it see an empty directory.
+    """
+    with open(os.path.join(workdir, program), "rb") as f:
+        source = f.read()
+    options = f"size={disk_mb}m,mode=0700" + ("" if owner is None else f",uid={owner},gid={owner}")
+    _mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, options)
+    fd = os.open(os.path.join(workdir, program), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, source)
+    finally:
+        os.close(fd)
+
+
+def _private_dev() -> None:
+    """Replace ``/dev`` with a tmpfs holding only :data:`DEVICES` (bind-mounted from the host)."""
+    fds = {name: os.open(f"/dev/{name}", os.O_PATH) for name in DEVICES}
+    try:
+        _mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k")
+        for name, fd in fds.items():
+            os.close(os.open(f"/dev/{name}", os.O_WRONLY | os.O_CREAT, 0o666))
+            _mount(f"/proc/self/fd/{fd}", f"/dev/{name}", None, MS_BIND)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"/dev/{name}")
+
+
+def _lock_down(cfg: dict[str, Any], owner: int | None) -> None:
+    """Make every mount read-only, ``nosuid`` and ``nodev`` but the private workdir and devices."""
+    workdir = cfg["workdir"]
     # Private first, so nothing done here propagates back to the host's mounts.
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    _mount(workdir, workdir, None, MS_BIND)
-    _set_mount_attr("/", set_=MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, recursive=True)
+    _private_workdir(workdir, cfg["program"], cfg["limits"]["disk_mb"], owner)
+    _private_dev()
+    _set_mount_attr("/", set_=MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, recursive=True)
     _set_mount_attr(workdir, clear=MOUNT_ATTR_RDONLY)
+    for name in DEVICES:
+        _set_mount_attr(f"/dev/{name}", clear=MOUNT_ATTR_NODEV)
     # The launcher still writes its /proc/self/*_map files; the program gets a fresh read-only /proc.
     _set_mount_attr("/proc", clear=MOUNT_ATTR_RDONLY)
 
 
+def join_cgroups(procs_files: list[str]) -> None:
+    """Move the launcher into the program's cgroup(s), before it starts anything."""
+    for path in procs_files:
+        try:
+            with open(path, "w") as f:
+                f.write(str(os.getpid()))
+        except OSError as exc:
+            raise SetupError(f"join cgroup {os.path.dirname(path)}: {exc.strerror}") from exc
+
+
+def _no_shared_memory(required: bool) -> None:
+    # SysV shared memory off in the new IPC namespace, should the seccomp filter be missing.
+    # Root does it in an IPC namespace of the initial user namespace; a normal user's own user
+    # namespace does not map root, and the kernel then refuses the write: the filter alone holds.
+    for name in ("shmmni", "shmmax", "shmall"):
+        try:
+            with open(f"/proc/sys/kernel/{name}", "w") as f:
+                f.write("0")
+        except OSError as exc:
+            if required:
+                raise SetupError(f"write /proc/sys/kernel/{name}: {exc.strerror}") from exc
+            return
+
+
 def isolate(cfg: dict[str, Any]) -> None:
     """Enter the namespaces and drop privileges (steps 1-3 of the module docstring)."""
-    others = CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    others = CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWUTS
     if os.geteuid() == 0:
-        _unshare(CLONE_NEWNS, "unshare mount namespace")
+        _unshare(CLONE_NEWNS | CLONE_NEWIPC, "unshare mount and IPC namespaces")
+        _no_shared_memory(required=True)
         _expose_prefix(cfg["prefix"])
-        _read_only_except(cfg["workdir"])
+        _lock_down(cfg, NOBODY)
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
@@ -184,8 +265,9 @@ def isolate(cfg: dict[str, Any]) -> None:
         uid, gid = os.getuid(), os.getgid()
         _unshare(CLONE_NEWUSER | CLONE_NEWNS, "unshare user and mount namespaces")
         _write_id_maps(uid, gid)
-        _read_only_except(cfg["workdir"])
-        _unshare(others, "unshare network namespace")
+        _lock_down(cfg, None)
+        _unshare(others | CLONE_NEWIPC, "unshare network namespace")
+        _no_shared_memory(required=False)
 
 
 def set_limits(limits: dict[str, int]) -> None:
@@ -200,10 +282,33 @@ def set_limits(limits: dict[str, int]) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
 
+def _join_fresh_keyring(keyctl_nr: int | None) -> None:
+    # An anonymous session keyring: the harness's (an SSH or systemd session's) is out of reach.
+    if keyctl_nr is None:
+        return
+    if _libc.syscall(ctypes.c_long(keyctl_nr), ctypes.c_int(KEYCTL_JOIN_SESSION_KEYRING), None) < 0:
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EDQUOT):  # no keyrings at all; or too many keys
+            raise SetupError(f"join a fresh session keyring: {os.strerror(err)}")
+
+
+def _install_seccomp(filter_hex: str | None) -> None:
+    if filter_hex is None:
+        return
+    code = bytes.fromhex(filter_hex)
+    buffer = ctypes.create_string_buffer(code, len(code))
+    program = _FilterProgram(len(code) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    result = _libc.prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(program), 0, 0)
+    _check(result, "install the seccomp filter")
+
+
 def exec_program(cfg: dict[str, Any]) -> None:
-    """Set the limits, report "ok" on the status pipe and exec the interpreter on the program."""
+    """Set the limits and the seccomp filter, report "ok" on the status pipe, exec the program."""
     set_limits(cfg["limits"])
     os.chdir(cfg["workdir"])
+    _join_fresh_keyring(cfg.get("keyctl_nr"))
+    _install_seccomp(cfg.get("seccomp"))
     status_fd = cfg["status_fd"]
     os.write(status_fd, b"ok\n")
     os.set_inheritable(status_fd, False)
@@ -226,6 +331,8 @@ def _init_process(cfg: dict[str, Any]) -> None:
     status_fd = cfg["status_fd"]
     try:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        # A session of its own: kill(0, ...) from the program must not reach the launcher.
+        os.setsid()
         _mount("proc", "/proc", "proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
         program = os.fork()
         if program == 0:
@@ -244,6 +351,7 @@ def main(argv: list[str]) -> None:
     """Run the program described by the JSON config in ``argv[1]``."""
     cfg = json.loads(argv[1])
     try:
+        join_cgroups(cfg.get("cgroups") or [])
         if not cfg["isolate"]:
             exec_program(cfg)
         isolate(cfg)

@@ -12,10 +12,7 @@ reason, on a kernel that forbids them.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,52 +22,8 @@ import pytest
 
 from bench.errors import BenchError
 from bench.evaluate import sandbox
-from bench.evaluate.sandbox import TAIL_CHARS, TOKEN_VAR, SandboxResult, find_processes, run_program
-
-
-@pytest.fixture(scope="module")
-def isolated() -> None:
-    problem = sandbox.isolation_problem()
-    if problem is not None:
-        pytest.skip(f"no isolation on this kernel: {problem}")
-
-
-@pytest.fixture
-def unsafe(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Switch isolation off, as on a kernel without user namespaces."""
-    monkeypatch.setattr(sandbox, "isolation_problem", lambda: "switched off by the test")
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A host directory anyone may reach and write: only the read-only mounts keep the program out.
-
-    Not pytest's tmp_path, whose parent is closed to other users (the program runs as nobody
-    when the tests run as root, and would be stopped by the permissions alone).
-    """
-    path = Path(tempfile.mkdtemp(prefix="peftbench-test-shared-"))
-    path.chmod(0o777)
-    yield path
-    shutil.rmtree(path)
-
-
-def sandbox_pids() -> list[int]:
-    """Every process on the host that carries a sandbox token, whatever the run."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                if f"{TOKEN_VAR}=".encode() in Path(entry.path, "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-def assert_host_clean(result: SandboxResult) -> None:
-    assert find_processes(result.pgid, result.token) == []
-    assert subprocess.run(["true"], timeout=10).returncode == 0  # the host can still start a process
-
+from bench.evaluate.sandbox import TAIL_CHARS, TOKEN_VAR, run_program
+from tests.sandbox_helpers import assert_host_clean, sandbox_pids
 
 # --------------------------------------------------------------------------- ordinary programs
 
