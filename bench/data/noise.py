@@ -15,8 +15,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 
 NOISE_KINDS: tuple[str, ...] = ("none", "symmetric", "asymmetric", "instance")
 INSTANCE_GENERATORS: tuple[str, ...] = ("confusion", "xia")
@@ -196,6 +194,11 @@ def instance_noise_confusion(
     subset = rng.choice(y.size, size=_fit_size(y.size, k, fraction), replace=False)
     if np.unique(y[subset]).size < 2:
         raise ValueError("the weak-classifier subset holds < 2 classes; raise fit_fraction")
+    # imported here, not at module level: bench.spec.suite imports this module, and the training loop
+    # (bench.sdk.loop) must import where scikit-learn is absent (benchmarks/gpu.py's GPU machine)
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
     clf = LogisticRegression(C=1.0, max_iter=1000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
