@@ -48,21 +48,27 @@ def progress_factory(quiet: bool) -> Callable[..., Any] | None:
 def run_suite(suite: Suite | str, *, overrides: tuple[str, ...] = (), data_dir: str | Path | None = None,
               results: str | Path | None = None, force: bool = False, quiet: bool = False, jobs: int = 1,
               echo: Callable[[str], None] = print, allow_code_execution: bool = False,
-              allow_unsafe_network: bool = False) -> RunSummary:
+              allow_unsafe_network: bool = False, executor: str = "local", address: str | None = None,
+              retries: int = 0, in_process: bool = False) -> RunSummary:
     """Run a suite (name, path or loaded :class:`Suite`) into the store.
 
     ``allow_code_execution`` opts in to running model-written code (HumanEval) in the sandbox;
     ``allow_unsafe_network`` lets it run without namespaces where the kernel forbids them
-    (docs/sandbox.md). Neither is part of a cell's identity.
+    (docs/sandbox.md). Neither is part of a cell's identity. Cells run in a fresh local worker
+    process each, ``jobs`` at a time, or with ``executor="ray"`` as Ray tasks on the cluster at
+    ``address`` (docs/scaling.md); a cell whose worker is lost runs again up to ``retries``
+    times. ``in_process`` runs them in this process instead (for a debugger).
     """
     from bench.run import runner
+    from bench.run.jobs import Executor
 
     loaded = suite if isinstance(suite, Suite) else load_suite(suite, overrides)
     quiet_libraries()
     return runner.run_suite(loaded, Store(results_dir(results)), data_dir=resolve_data_dir(data_dir),
                             force=force, jobs=jobs, progress=progress_factory(quiet),
                             echo=(lambda _msg: None) if quiet else echo, allow_code_execution=allow_code_execution,
-                            allow_unsafe_network=allow_unsafe_network)
+                            allow_unsafe_network=allow_unsafe_network,
+                            executor=Executor(executor, address=address, retries=retries, in_process=in_process))
 
 
 def build_report(suite: str, *, results: str | Path | None = None,

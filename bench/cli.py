@@ -9,7 +9,8 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from bench.errors import BenchError
 
@@ -27,9 +28,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     summary = api.run_suite(suite, data_dir=args.data_dir, results=args.results_dir, force=args.force,
                             quiet=args.quiet, jobs=args.jobs, allow_code_execution=args.allow_code_execution,
-                            allow_unsafe_network=args.allow_unsafe_network)
+                            allow_unsafe_network=args.allow_unsafe_network, executor=args.executor,
+                            address=args.address, retries=args.retries, in_process=args.in_process)
+    retried = f", {len(summary.retried)} retried" if summary.retried else ""
     print(f"{len(summary.ran)} ran, {len(summary.skipped)} skipped (already stored), "
-          f"{len(summary.failed)} failed; results in {api.results_dir(args.results_dir)}")
+          f"{len(summary.failed)} failed{retried}; results in {api.results_dir(args.results_dir)}")
     return 1 if summary.failed else 0
 
 
@@ -94,21 +97,36 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 1 if result.failures() else 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got '{text}'")
-    return value
+def _whole_number(least: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected a whole number of at least {least}, got '{text}'")
+        return value
+
+    return parse
 
 
-def parser() -> argparse.ArgumentParser:
-    """The ``bench`` argument parser."""
-    top = argparse.ArgumentParser(prog="bench", description="PEFT benchmark harness")
-    sub = top.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a suite (skips cells already stored)")
+_positive_int = _whole_number(1)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as the CLI's other errors: one ``error:`` line and exit 2.
+
+    (argparse's own form is the usage block, then ``bench run: error: ...``.) Subparsers are made
+    of this class too: ``add_subparsers`` takes the parent's class.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _run_parser(sub: Any) -> argparse.ArgumentParser:
+    """``bench run``'s arguments (``--data-dir`` and ``--results-dir`` are added with the others')."""
+    run: argparse.ArgumentParser = sub.add_parser("run", help="run a suite (skips cells already stored)")
     run.add_argument("--suite", required=True, help="suite name (see `bench ls`) or path to a YAML file")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a suite value, e.g. --set train.epochs=1 (repeatable)")
@@ -116,11 +134,28 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars or per-cell lines")
     run.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
                      help="run cells in N worker processes, each with its share of the CPU cores (default 1)")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="local: a fresh worker process per cell (default); ray: a Ray task per cell, with "
+                          "the suite's resources: (docs/scaling.md)")
+    run.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                     help="with --executor ray: the cluster to join (default: start a local Ray)")
+    run.add_argument("--retries", type=_whole_number(0), default=0, metavar="N",
+                     help="run a cell whose worker (or Ray node) was lost up to N more times (default 0)")
+    run.add_argument("--in-process", action="store_true",
+                     help="run cells in this process (for a debugger; memory figures then include earlier cells)")
     run.add_argument("--allow-code-execution", action="store_true",
                      help="run model-written code (HumanEval) in the sandbox; required by suites that do")
     run.add_argument("--allow-unsafe-network", action="store_true",
                      help="where the kernel gives the sandbox no namespaces, run programs with resource "
                           "limits only (no network or filesystem isolation; docs/sandbox.md)")
+    return run
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``bench`` argument parser."""
+    top = _Parser(prog="bench", description="PEFT benchmark harness")
+    sub = top.add_subparsers(dest="command", required=True)
+    run = _run_parser(sub)
     ls = sub.add_parser("ls", help="list suites, methods, datasets, models")
     ls.add_argument("what", nargs="?", default="all", choices=["all", "suites", "methods", "datasets", "models"])
     validate = sub.add_parser("validate", help="resolve suites without running them")

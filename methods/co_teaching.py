@@ -60,6 +60,10 @@ class CoTeachingConfig:
     """``average`` of both networks' probabilities, or ``default`` / ``peer`` alone."""
 
     def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"Invalid rank: {self.r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"Invalid dropout: {self.dropout}")
         if self.forget_rate is not None and not 0.0 <= self.forget_rate < 1.0:
             raise ValueError(f"Invalid forget_rate: {self.forget_rate}")
         if self.ramp_epochs <= 0:

@@ -50,6 +50,10 @@ class ConfidentLearningConfig:
     """``cleanlab.filter.find_label_issues(filter_by=...)`` (cleanlab's default)."""
 
     def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"Invalid rank: {self.r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"Invalid dropout: {self.dropout}")
         if self.folds < 2:
             raise ValueError(f"Invalid folds: {self.folds} (need at least 2)")
         if self.filter_by not in FILTERS:

@@ -56,6 +56,10 @@ class SmallLossConfig:
     """``gmm``: the clean-posterior threshold."""
 
     def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"Invalid rank: {self.r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"Invalid dropout: {self.dropout}")
         if self.selection not in ("gmm", "ratio"):
             raise ValueError(f"Invalid selection: {self.selection!r}; expected gmm or ratio")
         if self.noise_rate is not None and not 0.0 <= self.noise_rate < 1.0:

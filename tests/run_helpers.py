@@ -33,3 +33,9 @@ def gone(pids: list[int], within_s: float = 15.0) -> bool:
     while any(running(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     return not any(running(p) for p in pids)
+
+
+def sleep_cell(item: str, data_dir: Path) -> tuple[str, float]:
+    """A cell function for worker-pool tests: sleep ``item`` seconds."""
+    time.sleep(float(item))
+    return item, float(item)

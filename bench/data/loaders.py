@@ -94,6 +94,11 @@ def _not_utf8(path: Path, err: UnicodeDecodeError) -> BenchError:
                       "e.g. a latin-1 file): save it as UTF-8")
 
 
+def _unreadable(path: Path, err: Exception) -> BenchError:
+    reason = (err.strerror if isinstance(err, OSError) else None) or str(err) or type(err).__name__
+    return BenchError(f"{path}: cannot read ({reason})")
+
+
 def read_split(folder: Path, split: str) -> list[dict[str, Any]]:
     """All rows of a split.
 
@@ -118,6 +123,8 @@ def read_split(folder: Path, split: str) -> list[dict[str, Any]]:
             rows.append(row)
     except UnicodeDecodeError as err:
         raise _not_utf8(path, err) from None
+    except (OSError, EOFError) as err:  # a folder, an unreadable file, a .gz that is not (or not all) gzip
+        raise _unreadable(path, err) from None
     if not rows:
         raise BenchError(f"{path}: split '{split}' is empty")
     return rows
@@ -134,6 +141,8 @@ def read_labels(folder: Path) -> list[str]:
         raise _not_utf8(path, err) from None
     except json.JSONDecodeError as err:
         raise BenchError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except OSError as err:
+        raise _unreadable(path, err) from None
     if not isinstance(names, list) or len(names) < 2:
         raise BenchError(f"{path}: expected a list of at least two class names, got {json.dumps(names)[:80]}")
     if not all(isinstance(n, str) and n.strip() for n in names) or len(set(names)) != len(names):

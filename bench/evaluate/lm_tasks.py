@@ -42,7 +42,7 @@ EVAL_SUBSAMPLE_SEED = 20250101
 
 
 def templates_dir() -> Path:
-    """``suites/lm_eval`` (or ``$PEFTBENCH_SUITES/lm_eval``)."""
+    """``lm_eval/`` in :func:`~bench.spec.suite.suites_dir` (``suites/lm_eval`` in a checkout)."""
     return suites_dir() / "lm_eval"
 
 

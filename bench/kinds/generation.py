@@ -158,7 +158,9 @@ class Generation:
             raise BenchError(f"task '{task.name}' is a generation task (SFT, lm-eval evaluations, bias probes) and "
                              f"needs a causal LM; model '{model}' is an encoder classifier (use e.g. model: smollm2)")
         check_causal_model(model)
-        return resolve_generation_task(task, method, data_dir)
+        resolved = resolve_generation_task(task, method, data_dir)
+        _pairs(task, data_dir)  # every SFT row in the task's format: bad data fails here, before any cell trains
+        return resolved
 
     def setup(self, cell: ResolvedCell, data_dir: Path, log: Log, progress: Any) -> GenerationSetup:
         """Load the SFT data and the causal base; build the method and its FitContext."""

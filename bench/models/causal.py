@@ -27,7 +27,7 @@ from torch import nn
 
 from bench.data.tokens import cache_dir
 from bench.errors import BenchError
-from bench.models.encoder import check_hub_name, classify_name, hf_load, with_pad_token
+from bench.models.encoder import check_hub_name, check_model_folder, classify_name, hf_load, with_pad_token
 
 #: Embedded causal LMs: name -> (PyPI package carrying the GGUF file, file name inside it).
 EMBEDDED_CAUSAL: dict[str, tuple[str, str]] = {
@@ -129,9 +129,11 @@ def check_causal_model(name: str) -> None:
     Raises:
         BenchError: one line naming the model and what is known.
     """
-    kind, _ = resolve_causal(name)
+    kind, location = resolve_causal(name)
     if kind == "embedded":
-        gguf_source(str(resolve_causal(name)[1]))  # its package must be installed
+        gguf_source(str(location))  # its package must be installed
+    elif kind == "local":
+        check_model_folder(Path(location))
     elif kind == "hub":
         check_hub_name(name, known=[*EMBEDDED_CAUSAL, *(f"random:{p}" for p in RANDOM_CAUSAL)], what="causal model")
 

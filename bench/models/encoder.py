@@ -73,7 +73,7 @@ def classify_name(name: str, *, aliases: dict[str, str], embedded: Iterable[str]
         if preset not in presets:
             raise BenchError(f"unknown random {what}preset '{preset}'" + did_you_mean(preset, list(presets)))
         return "random", preset
-    if Path(name).is_dir():
+    if name and Path(name).is_dir():  # not "": Path("") is the working directory
         return "local", Path(name)
     return "hub", name
 
@@ -127,9 +127,21 @@ def check_model(name: str) -> None:
     Raises:
         BenchError: one line naming the model and what is known.
     """
-    kind, _ = resolve(name)
+    kind, location = resolve(name)
     if kind == "hub":
         check_hub_name(name, known=model_names())
+    elif kind == "local":
+        check_model_folder(Path(location))
+
+
+def check_model_folder(folder: Path) -> None:
+    """Refuse a local model folder that is no HF model folder (no ``config.json``), as loading it would.
+
+    Raises:
+        BenchError: one line naming the folder.
+    """
+    if not (folder / "config.json").is_file():
+        raise BenchError(f"model folder '{folder}' has no config.json: not an HF model folder")
 
 
 def _hf_call(fn: Any, location: str | Path, kind: str, **kwargs: Any) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from bench.errors import CellError, failure_text
+from bench.errors import CellError, failure_text, out_of_gpu_memory
 from bench.kinds import get_kind
 from bench.kinds.base import Setup
 from bench.models.device import default_device
@@ -75,7 +75,7 @@ def fit(setup: Setup) -> tuple[Fitted, list[TrainStats]]:
     try:
         fitted = setup.method.fit(setup.ctx)
     except torch.cuda.OutOfMemoryError as err:
-        raise CellError(f"out of GPU memory during training: {str(err).splitlines()[0]}") from None
+        raise CellError(f"{out_of_gpu_memory(err)} (during training)") from None
     except MemoryError:
         raise CellError("out of CPU memory during training") from None
     finally:

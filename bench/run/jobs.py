@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.errors import BenchError
 from bench.results.record import RunRecord, now
 from bench.results.store import Store
 from bench.run.cell import CellResult, summary_line
@@ -27,6 +28,46 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)
+    """Cells whose worker was lost and that were run again (``--retries``), once per retry."""
+
+
+#: Where cells can run: ``local`` worker processes (``--jobs N``) or a Ray cluster.
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Executor:
+    """Where a run's cells execute: ``bench run --executor``, ``--address``, ``--retries``, ``--in-process``."""
+
+    kind: str = "local"
+    """``local``: a fresh worker process per cell, ``--jobs`` at a time; ``ray``: a Ray task per cell."""
+    address: str | None = None
+    """Ray only: ``auto``, ``HOST:PORT`` of a running cluster, or None to start a local Ray."""
+    retries: int = 0
+    """How often a cell whose worker (or Ray node) was lost runs again."""
+    in_process: bool = False
+    """Local only, one job: run cells in this process (for a debugger; memory figures then include
+    whatever ran before in it)."""
+
+    def check(self, jobs: int) -> None:
+        """Refuse options that do not go together.
+
+        Raises:
+            BenchError: one line saying which.
+        """
+        if self.kind not in EXECUTORS:
+            raise BenchError(f"unknown executor '{self.kind}' (known: {', '.join(EXECUTORS)})")
+        if self.retries < 0:
+            raise BenchError(f"--retries must be >= 0, got {self.retries}")
+        if self.kind != "ray" and self.address is not None:
+            raise BenchError("--address names a Ray cluster: it needs --executor ray")
+        if self.kind == "ray" and jobs != 1:
+            raise BenchError("--jobs is for the local executor; a Ray cluster runs as many cells at once as "
+                             "their resources (the suite's resources:) and its nodes allow")
+        if self.in_process and (self.kind != "local" or jobs != 1):
+            raise BenchError("--in-process runs cells one at a time in this process: it takes neither --jobs "
+                             "above 1 nor --executor ray")
 
 
 @dataclass(frozen=True)
@@ -61,11 +102,16 @@ def interrupted(job: Job, status: str, error: str) -> RunRecord:
 
 
 class Finish:
-    """Stores each outcome as it arrives, echoes its line and advances the bar."""
+    """Stores each outcome as it arrives, echoes its line and advances the bar.
 
-    def __init__(self, store: Store, summary: RunSummary, echo: Echo, bar: Any, *, force: bool = False) -> None:
+    ``retries``: how often a cell whose worker was lost (:meth:`lost`) runs again.
+    """
+
+    def __init__(self, store: Store, summary: RunSummary, echo: Echo, bar: Any, *, force: bool = False,
+                 retries: int = 0) -> None:
         self.store, self.summary, self.echo, self.bar = store, summary, echo, bar
-        self.force = force
+        self.force, self.retries = force, retries
+        self._lost: dict[str, int] = {}  # run id -> how often its worker was lost
 
     def start(self, job: Job) -> bool:
         """Claim the job's cell for this run (:mod:`bench.results.claims`); False when it is skipped.
@@ -115,6 +161,32 @@ class Finish:
             self.echo(f"{job.tag} {job.cell.label}: FAILED ({rid}): {record.error}")
         if self.bar is not None:
             self.bar.update(1)
+
+    def lost(self, job: Job, reason: str) -> bool:
+        """Store a cell whose worker was lost (died, or its node) as failed with ``reason``; True to run it again.
+
+        It runs again while it has been lost at most ``retries`` times; each lost attempt keeps
+        its failed record.
+        """
+        rid = job.cell.run_id
+        count = self._lost[rid] = self._lost.get(rid, 0) + 1
+        if count > self.retries:
+            self(job, CellResult(interrupted(job, "failed", reason)), 0.0)
+            return False
+        try:
+            self.store.write(interrupted(job, "failed", reason))
+        except OSError as err:
+            self.echo(f"{job.tag} {job.cell.label}: its failed attempt was not stored: {err.strerror or err}")
+        finally:
+            self.store.release(*_where(job))
+        self.summary.retried.append(rid)
+        self.echo(f"{job.tag} {job.cell.label}: FAILED ({rid}): {reason}; running it again "
+                  f"(retry {count} of {self.retries})")
+        return True
+
+    def abandon(self, job: Job) -> None:
+        """Drop the claim on a cell whose run was given up without a record (the run stops with an error)."""
+        self.store.release(*_where(job))
 
     def canceled(self, job: Job) -> None:
         """Store a cell in flight at Ctrl-C (or SIGTERM) as canceled."""

@@ -1,38 +1,47 @@
-"""Run cells in worker processes (``bench run --jobs N``).
+"""Run cells in worker processes, a fresh one per cell (``bench run``, ``--jobs N``).
 
-Each worker is a fresh ``spawn`` process with ``cpu_count // N`` torch threads (at least one),
-so N single-thread workers on an N-core CPU give the same numbers as ``OMP_NUM_THREADS=1 bench
-run``: the thread count changes the float reduction order, and that changes accuracy in
-seed-unstable cells (results/baselines/README.md). Workers only compute; the parent process
-writes every record, so the store has a single writer. A worker that dies (killed, out of
-memory) fails its cell with that reason and the rest of the suite goes on in a new pool.
+Each cell runs in a ``spawn`` process started for it and ended after it, so its memory figures
+(peak RSS, torch's CUDA peaks) describe that cell alone, not whatever an older worker ran
+before it; ``--jobs 1`` runs so too (``--in-process`` runs cells in the ``bench`` process
+itself, for a debugger). N workers run side by side with ``cpu_count // N`` torch threads each
+(at least one; ``--jobs 1``: the thread count of the calling process), so N single-thread
+workers on an N-core CPU give the same numbers as ``OMP_NUM_THREADS=1 bench run``: the thread
+count changes the float reduction order, and that changes accuracy in seed-unstable cells
+(results/baselines/README.md). Worker k gets GPU k mod n (:mod:`bench.run.devices`). Workers
+only compute; the parent process writes every record, so the store has a single writer. A
+worker that dies (killed, out of memory) fails its own cell only, which runs again up to
+``retries`` times; the cells beside it go on.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from multiprocessing import get_context
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from bench.errors import BenchError
 from bench.run.cell import CellResult, progress_line, run_cell
+from bench.run.devices import THREAD_VARS, visible_gpus, worker_env
 
 if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
     from bench.run.jobs import Finish, Job
 
 T = TypeVar("T")
 
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-MAX_REQUEUES = 2
-"""How often a cell is put back after another worker's death before it is failed itself."""
+DIED = "its worker process died (killed, or out of memory?)"
+"""The reason stored for a cell whose worker ended without a result."""
 
 
 def threads_per_job(jobs: int) -> int:
@@ -41,10 +50,10 @@ def threads_per_job(jobs: int) -> int:
 
 
 @contextmanager
-def thread_env(threads: int) -> Iterator[None]:
-    """Set the thread-count variables that spawned children read when torch starts."""
-    old = {name: os.environ.get(name) for name in THREAD_VARS}
-    os.environ.update({name: str(threads) for name in THREAD_VARS})
+def child_env(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables that a child started inside the block inherits; restore them after."""
+    old = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
@@ -53,6 +62,13 @@ def thread_env(threads: int) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextmanager
+def thread_env(threads: int) -> Iterator[None]:
+    """Set the thread-count variables that spawned children read when torch starts."""
+    with child_env({name: str(threads) for name in THREAD_VARS}):
+        yield
 
 
 def die_with_parent(parent: int) -> None:
@@ -72,20 +88,35 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-_STARTED: Any = None
-"""In a worker: the pool's queue of ``(key, pid)``, one per item it starts (see :class:`CellPool`)."""
+def _work(conn: Connection, parent: int, threads: int, payload: bytes, data_dir: Path) -> None:
+    """A worker's whole life: one pickled ``(fn, item)``, its outcome sent back.
 
-
-def _init_worker(threads: int, parent: int, started: Any = None) -> None:
-    global _STARTED
-    _STARTED = started
+    The outcome is ``("ok", result)``, ``("raised", error)`` or ``("unloadable", text)`` when the
+    payload does not unpickle here (a class the worker cannot import).
+    """
     die_with_parent(parent)
-    import torch
+    try:
+        import torch
 
-    from bench.run.quiet import quiet_libraries
+        from bench.run.quiet import quiet_libraries
 
-    torch.set_num_threads(threads)
-    quiet_libraries()
+        torch.set_num_threads(threads)
+        quiet_libraries()
+        try:
+            fn, item = pickle.loads(payload)
+        except Exception as err:  # noqa: BLE001 - said to the parent in one line
+            outcome: tuple[str, Any] = ("unloadable", f"{type(err).__name__}: {err}")
+        else:
+            outcome = ("ok", fn(item, data_dir))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent stores the cell
+        os._exit(130)
+    except BaseException as err:  # noqa: BLE001 - the parent re-raises it
+        outcome = ("raised", err)
+    try:
+        conn.send(outcome)
+    except Exception as err:  # an unpicklable result or error
+        conn.send(("raised", RuntimeError(f"a worker could not send its outcome back: {err!r}")))
+    conn.close()
 
 
 def timed_cell(job: Job, data_dir: Path, execution: Any = None, verbose: bool = False) -> tuple[CellResult, float]:
@@ -104,140 +135,145 @@ def timed_cell(job: Job, data_dir: Path, execution: Any = None, verbose: bool = 
     return result, time.perf_counter() - start
 
 
-def _started_call(key: int, fn: Callable[..., Any], *args: Any) -> Any:
-    """In a worker: say which process runs item ``key``, then run it."""
-    if _STARTED is not None:
-        _STARTED.put((key, os.getpid()))
-    return fn(*args)
-
-
-def pool(jobs: int, started: Any = None) -> ProcessPoolExecutor:
-    """A spawn pool of ``jobs`` workers with their share of the cores (``started``: see :func:`_started_call`)."""
-    threads = threads_per_job(jobs)
-    with thread_env(threads):
-        executor = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
-                                       initializer=_init_worker, initargs=(threads, os.getpid(), started))
-        # workers start on the first submit; warm them now, inside the thread environment
-        try:
-            for f in [executor.submit(os.getpid) for _ in range(jobs)]:
-                f.result()
-        except BaseException:  # Ctrl-C or SIGTERM while they start: they must not outlive the run
-            _kill(executor)
-            raise
-    return executor
-
-
-def _kill(executor: ProcessPoolExecutor) -> None:
-    processes = getattr(executor, "_processes", None) or {}
-    for process in list(processes.values()):
-        process.terminate()
-    executor.shutdown(wait=False, cancel_futures=True)
+@dataclass
+class _Worker:
+    process: BaseProcess
+    conn: Connection
+    item: Any
 
 
 class CellPool(Generic[T]):
-    """Runs items on ``jobs`` workers as ``fn(item, data_dir) -> (result, seconds)``.
+    """Runs items on up to ``jobs`` workers as ``fn(item, data_dir) -> (result, seconds)``, a process per item.
 
-    :meth:`results` yields ``(item, result, seconds)`` as cells finish, or ``(item, None,
-    reason)`` when its worker died. A dying worker breaks the whole pool; the items that were
-    running on the other workers are put back at the head of the queue and run again in a new
-    pool (each worker reports which item it started, and the dead one is the worker that did not
-    end by the pool's own SIGTERM). :attr:`in_flight` holds the items submitted and not yet
-    yielded, so a Ctrl-C anywhere can store them as canceled; :meth:`stop` kills the workers.
+    :meth:`results` yields ``(item, result, seconds)`` as items finish, or ``(item, None,
+    reason)`` when an item's worker died (the caller may put it back in :attr:`queue`). A
+    worker's death touches no other worker. :attr:`in_flight` holds the items running now, so a
+    Ctrl-C anywhere can store them as canceled; :meth:`stop` kills the workers. ``threads``:
+    each worker's torch threads (default :func:`threads_per_job`); ``gpus``: the GPUs to hand
+    out, worker k getting ``gpus[k % n]`` (default :func:`bench.run.devices.visible_gpus`).
     """
 
-    def __init__(self, todo: list[T], data_dir: Path, jobs: int, fn: Callable[..., tuple[Any, float]],
-                 on_start: Callable[[T], None] | None = None, may_start: Callable[[T], bool] | None = None) -> None:
+    def __init__(self, todo: list[T], data_dir: Path, jobs: int, fn: Callable[..., tuple[Any, float]], *,
+                 on_start: Callable[[T], None] | None = None, may_start: Callable[[T], bool] | None = None,
+                 threads: int | None = None, gpus: Sequence[str] | None = None) -> None:
         self.queue, self.data_dir, self.jobs, self.fn = list(todo), data_dir, jobs, fn
         self.on_start, self.may_start = on_start, may_start
-        self.in_flight: dict[Future[Any], T] = {}
-        self.executor: ProcessPoolExecutor | None = None
-        self._keys: dict[Future[Any], int] = {}
-        self._requeued: dict[int, int] = {}  # id(item) -> times put back after another worker died
+        self.threads = threads_per_job(jobs) if threads is None else threads
+        self.gpus = list(visible_gpus() if gpus is None else gpus)
+        self.workers: dict[int, _Worker] = {}  # slot (0..jobs-1) -> the worker running there
+        self._starting: tuple[int, T] | None = None  # (slot, item) while its worker is being started
+
+    @property
+    def in_flight(self) -> dict[int, T]:
+        """Slot -> the item running (or being started) there."""
+        items = {slot: worker.item for slot, worker in self.workers.items()}
+        if self._starting is not None:
+            items[self._starting[0]] = self._starting[1]
+        return items
+
+    def pids(self) -> list[int]:
+        """The process ids of the workers running now."""
+        return [w.process.pid for w in self.workers.values() if w.process.pid is not None and w.process.is_alive()]
 
     def results(self) -> Iterator[tuple[T, Any, float | str]]:
-        """Run everything; yield each cell's outcome as it finishes."""
-        started = get_context("spawn").SimpleQueue()
-        key = 0
-        while self.queue:
-            self.executor = pool(self.jobs, started)
-            workers = dict(getattr(self.executor, "_processes", None) or {})  # pid -> Process, all started
-            broken = False
-            while (self.queue or self.in_flight) and not broken:
-                while self.queue and len(self.in_flight) < self.jobs:
-                    item = self.queue.pop(0)
-                    if self.may_start is not None and not self.may_start(item):
-                        continue  # e.g. claimed by another bench run on the same store
-                    key += 1
-                    future = self.executor.submit(_started_call, key, self.fn, item, self.data_dir)
-                    self.in_flight[future], self._keys[future] = item, key
-                    if self.on_start is not None:
-                        self.on_start(item)
-                done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    try:
-                        result, seconds = future.result()
-                    except BrokenProcessPool:
-                        broken = True
-                        continue
-                    self._keys.pop(future, None)
-                    yield self.in_flight.pop(future), result, seconds
-            self.executor.shutdown(wait=True)
-            if broken:
-                yield from self._after_break(workers, _drain(started))
+        """Run everything; yield each item's outcome as it finishes."""
+        try:
+            while self.queue or self.workers:
+                self._fill()
+                if not self.workers:
+                    continue  # every item left was refused by may_start
+                ready = wait([w.conn for w in self.workers.values()] +
+                             [w.process.sentinel for w in self.workers.values()])
+                for slot, worker in list(self.workers.items()):
+                    if worker.conn in ready or worker.process.sentinel in ready:
+                        outcome = self._collect(worker)  # when it raises, the item stays in flight
+                        del self.workers[slot]
+                        yield outcome
+        finally:
+            self.stop()
 
-    def _after_break(self, workers: dict[int, Any], pids: dict[int, int]) -> Iterator[tuple[T, Any, float | str]]:
-        """Fail the cells of the worker(s) that died; requeue the cells the pool's shutdown killed."""
-        dead = {pid for pid, process in workers.items() if process.exitcode not in (None, 0, -signal.SIGTERM)}
-        again = []
-        for future in list(self.in_flight):
-            item, pid = self.in_flight.pop(future), pids.get(self._keys.pop(future, -1))
-            if not dead:  # cannot tell which worker died (say, one ended by an outside SIGTERM)
-                yield item, None, "its worker process died, or another cell's did (killed, or out of memory?)"
-            elif pid in dead:
-                yield item, None, "its worker process died (killed, or out of memory?)"
-            elif self._requeued.get(id(item), 0) >= MAX_REQUEUES:
-                yield item, None, f"its pool broke {MAX_REQUEUES + 1} times while it ran (a worker died each time)"
-            else:  # it was running, or waiting, when another worker died: run it again
-                self._requeued[id(item)] = self._requeued.get(id(item), 0) + 1
-                again.append(item)
-        self.queue[:0] = again
+    def _fill(self) -> None:
+        """Start a worker in each free slot while items are queued."""
+        while self.queue and len(self.workers) < self.jobs:
+            item = self.queue.pop(0)
+            if self.may_start is not None and not self.may_start(item):
+                continue  # e.g. claimed by another bench run on the same store
+            slot = min(set(range(self.jobs)) - set(self.workers))
+            self._starting = (slot, item)
+            self.workers[slot] = self._spawn(slot, item)
+            self._starting = None
+            if self.on_start is not None:
+                self.on_start(item)
+
+    def _spawn(self, slot: int, item: T) -> _Worker:
+        payload = pickle.dumps((self.fn, item))  # here, so that an unpicklable item fails in this process
+        context = get_context("spawn")
+        receive, send = context.Pipe(duplex=False)
+        process = context.Process(target=_work, args=(send, os.getpid(), self.threads, payload, self.data_dir),
+                                  name=f"bench-worker-{slot}")
+        with child_env(worker_env(slot, self.threads, self.gpus)):  # read by torch as it starts in the child
+            process.start()
+        send.close()  # the child holds the other end: reading sees EOF once it is gone
+        return _Worker(process, receive, item)
+
+    def _collect(self, worker: _Worker) -> tuple[T, Any, float | str]:
+        """The outcome of a worker that sent its result or ended."""
+        try:
+            kind, payload = worker.conn.recv()
+        except (EOFError, OSError, pickle.UnpicklingError):  # ended without a word: killed, out of memory
+            kind, payload = "died", None
+        worker.conn.close()
+        worker.process.join()
+        if kind == "raised":
+            raise payload
+        if kind == "unloadable":
+            raise BenchError(f"a worker process could not load its cell ({payload}): a method class must be "
+                             "importable by a fresh Python process (a module or an installed package, not a "
+                             "notebook or a script without `if __name__ == \"__main__\":`); or run in process "
+                             "(--in-process)")
+        if kind == "ok":
+            result, seconds = payload
+            return worker.item, result, seconds
+        return worker.item, None, DIED
 
     def stop(self) -> None:
-        """Kill the workers (Ctrl-C): their cells are lost anyway and must not outlive the run."""
-        if self.executor is not None:
-            _kill(self.executor)
-
-
-def _drain(queue: Any) -> dict[int, int]:
-    """Everything the workers reported so far: item key -> worker pid."""
-    found = {}
-    while not queue.empty():
-        key, pid = queue.get()
-        found[key] = pid
-    return found
+        """Kill the workers still running (Ctrl-C): their cells are lost anyway and must not outlive the run."""
+        for worker in self.workers.values():
+            if worker.process.is_alive():
+                worker.process.kill()
+        for worker in self.workers.values():
+            worker.process.join(timeout=10)
+            worker.conn.close()
 
 
 def run_parallel(todo: list[Job], *, data_dir: Path, jobs: int, execution: Any, finish: Finish,
-                 verbose: bool = False) -> None:
-    """Run ``todo`` on ``jobs`` workers, handing each outcome to ``finish`` as it arrives.
+                 verbose: bool = False, threads: int | None = None) -> None:
+    """Run ``todo`` on ``jobs`` workers, a fresh process per cell, handing each outcome to ``finish``.
 
-    A cell whose worker died is finished as failed with that reason; at Ctrl-C the workers are
-    killed and every cell in flight is finished as canceled.
+    A cell whose worker died is finished as failed with that reason, and run again while
+    ``finish`` allows (``--retries``); at Ctrl-C the workers are killed and every cell in flight
+    is finished as canceled. ``threads``: each worker's torch threads (default
+    :func:`threads_per_job`).
     """
     from functools import partial
 
-    from bench.run.jobs import interrupted
-
     cells = CellPool(todo, data_dir, jobs, fn=partial(timed_cell, execution=execution, verbose=verbose),
                      on_start=lambda job: finish.echo(f"{job.tag} {job.cell.label}: started"),
-                     may_start=finish.start)
+                     may_start=finish.start, threads=threads)
     try:
         for job, result, seconds in cells.results():
             if result is None:  # the worker died: the cell failed, and says why
-                result, seconds = CellResult(interrupted(job, "failed", str(seconds))), 0.0
+                if finish.lost(job, str(seconds)):
+                    cells.queue.insert(0, job)
+                continue
             finish(job, result, float(seconds))
     except KeyboardInterrupt:
         cells.stop()
         for job in cells.in_flight.values():
             finish.canceled(job)
+        raise
+    except BaseException:  # a cell no worker can load, a bug: nothing is stored for the cells in flight
+        cells.stop()
+        for job in cells.in_flight.values():
+            finish.abandon(job)
         raise

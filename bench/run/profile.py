@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import torch
 
+from bench.run.devices import physical_gpu
+
 if TYPE_CHECKING:
     from bench.sdk.loop import TrainStats
 
@@ -41,11 +43,15 @@ class _RssSampler(threading.Thread):
 
 
 def _nvml_handle(device: torch.device) -> Any:
+    """The NVML handle of ``device`` (the physical GPU behind ``CUDA_VISIBLE_DEVICES``), or None."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
-        return pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+        gpu = physical_gpu(torch.cuda.current_device() if device.index is None else device.index)
+        if gpu.isdigit():
+            return pynvml.nvmlDeviceGetHandleByIndex(int(gpu))
+        return pynvml.nvmlDeviceGetHandleByUUID(gpu)
     except Exception:  # no driver, no NVML: figures stay None
         return None
 

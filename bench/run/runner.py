@@ -5,8 +5,10 @@ files digested, its run id computed; so an unknown method, a bad config, a metho
 not train the task's kind or missing data fails the whole command up front (exit 2) instead
 of mid-suite. A failing cell is stored as failed with its reason and the run goes on; Ctrl-C
 stores the cells in flight as canceled and stops. Records are written atomically, so a killed
-run loses at most the cells in flight. Cells run in this process, or with ``jobs > 1`` in
-worker processes (:mod:`bench.run.parallel`); either way this process writes every record.
+run loses at most the cells in flight. Each cell runs in a fresh worker process
+(:mod:`bench.run.parallel`, ``jobs`` at a time) so that its memory figures are its own, or as a
+Ray task (:mod:`bench.run.ray_executor`), or with ``in_process`` in this process; either way
+this process writes every record.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from bench.errors import BenchError
 from bench.kinds import get_kind
 from bench.results.store import Store
 from bench.run.cell import run_cell
-from bench.run.jobs import Echo, Finish, Job, RunSummary
+from bench.run.jobs import Echo, Executor, Finish, Job, RunSummary
 from bench.sdk.registry import get_method
 from bench.sdk.scratch import sweep_scratch
 from bench.spec.cells import Cell, ResolvedCell, plan
@@ -71,47 +75,81 @@ def resolve_suite(suite: Suite, data_dir: Path) -> list[ResolvedCell]:
 
 def run_suite(suite: Suite, store: Store, *, data_dir: Path, force: bool = False, jobs: int = 1,
               progress: Any = None, echo: Echo = print, allow_code_execution: bool = False,
-              allow_unsafe_network: bool = False) -> RunSummary:
+              allow_unsafe_network: bool = False, executor: Executor | None = None) -> RunSummary:
     """Run every cell of ``suite`` not already stored as a success.
 
     All cells are resolved before any runs (:func:`resolve_suite`). A suite with HumanEval
     evaluations is refused up front without ``allow_code_execution``, or where the sandbox
-    cannot isolate programs and ``allow_unsafe_network`` is off.
+    cannot isolate programs and ``allow_unsafe_network`` is off. ``executor`` says where cells
+    run (default: a fresh local worker process per cell, ``jobs`` at a time); a Ray cluster is
+    joined and checked against the cells before the store is touched.
     """
+    executor = executor or Executor()
+    executor.check(jobs)
+    if executor.kind == "ray":  # Ray installed and the address well-formed and reachable, before resolving
+        from bench.run.ray_executor import probe, require_ray
+
+        require_ray()
+        probe(executor.address)
     cells = resolve_suite(suite, data_dir)
     execution = _code_execution(suite, allow_code_execution, allow_unsafe_network)
-    store.check_writable(suite.name)
-    for path in store.sweep(suite.name):
-        echo(f"removed {path.relative_to(store.root)}, left by a run that was killed")
-    for path in sweep_scratch():
-        echo(f"removed {path}, a scratch folder left by a run that was killed")
-    summary = RunSummary()
-    bar = progress(total=len(cells), desc=suite.name, unit="cell") if progress else None
-    todo = []
-    for i, cell in enumerate(cells, start=1):
-        tag = f"[{i}/{len(cells)}]"
-        if not force and store.succeeded(suite.name, cell.cell.method.id, cell.run_id):
-            summary.skipped.append(cell.run_id)
-            echo(f"{tag} {cell.label}: stored ({cell.run_id}), skipped")
-            if bar is not None:
-                bar.update(1)
-        else:
-            todo.append(Job(cell, tag))
-    finish = Finish(store, summary, echo, bar, force=force)
+    cluster = _cluster(executor, cells, progress is not None)
+    summary, bar = RunSummary(), None
     try:
-        if jobs > 1 and todo:  # even one cell: its thread count must not depend on what is left
-            from bench.run.parallel import run_parallel
-
-            run_parallel(todo, data_dir=data_dir, jobs=jobs, execution=execution, finish=finish,
-                         verbose=progress is not None)
-        else:
+        store.check_writable(suite.name)
+        for path in store.sweep(suite.name):
+            echo(f"removed {path.relative_to(store.root)}, left by a run that was killed")
+        for path in sweep_scratch():
+            echo(f"removed {path}, a scratch folder left by a run that was killed")
+        bar = progress(total=len(cells), desc=suite.name, unit="cell") if progress else None
+        todo = [Job(cell, f"[{i}/{len(cells)}]") for i, cell in enumerate(cells, start=1)]
+        if not force:
+            todo = [job for job in todo if not _stored(job, store, summary, echo, bar)]
+        finish = Finish(store, summary, echo, bar, force=force, retries=executor.retries)
+        if cluster is not None and todo:
+            cluster.run(todo, data_dir=data_dir, execution=execution, finish=finish, verbose=progress is not None)
+        elif executor.in_process:
             for job in todo:
                 if finish.start(job):  # claimed: no other bench run on this store runs it
                     _run_here(job, data_dir, progress, execution, finish)
+        elif todo:  # in workers even for one cell: its thread count must not depend on what is left
+            from bench.run.parallel import run_parallel
+
+            run_parallel(todo, data_dir=data_dir, jobs=jobs, execution=execution, finish=finish,
+                         verbose=progress is not None, threads=None if jobs > 1 else torch.get_num_threads())
     finally:
         if bar is not None:
             bar.close()
+        if cluster is not None:
+            cluster.close()
     return summary
+
+
+def _stored(job: Job, store: Store, summary: RunSummary, echo: Echo, bar: Any) -> bool:
+    """Whether the job's cell is stored as a success (then it is skipped and said so)."""
+    cell = job.cell
+    if not store.succeeded(cell.spec["suite"], cell.cell.method.id, cell.run_id):
+        return False
+    summary.skipped.append(cell.run_id)
+    echo(f"{job.tag} {cell.label}: stored ({cell.run_id}), skipped")
+    if bar is not None:
+        bar.update(1)
+    return True
+
+
+def _cluster(executor: Executor, cells: list[ResolvedCell], verbose: bool) -> Any:
+    """The Ray cluster of a ``ray`` executor, connected and checked against the cells; None for ``local``."""
+    if executor.kind != "ray":
+        return None
+    from bench.run.ray_executor import RayCluster
+
+    cluster = RayCluster.connect(executor.address, verbose=verbose)
+    try:
+        cluster.check(cells)
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
 
 
 def _code_execution(suite: Suite, allowed: bool, allow_unsafe_network: bool) -> Any:

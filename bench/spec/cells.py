@@ -8,7 +8,7 @@ what is hashed is what runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from bench.data.loaders import file_digest, find_dataset, split_file
 from bench.data.noise import NoiseSpec
 from bench.sdk.registry import MethodEntry
 from bench.spec.generation import GenerationTaskSpec
+from bench.spec.resources import Resources
 from bench.spec.suite import MethodSpec, Suite, TaskSpec, TrainConfig
 
 
@@ -30,6 +31,8 @@ class Cell:
     method: MethodSpec
     seed: int
     train: TrainConfig
+    resources: Resources = field(default_factory=Resources)
+    """What an executor reserves for it (the suite's ``resources:``); not part of its identity."""
 
     @property
     def kind(self) -> str:
@@ -72,7 +75,8 @@ class ResolvedCell:
 def plan(suite: Suite) -> list[Cell]:
     """All cells, task-major so that data and base model stay cached across methods."""
     return [
-        Cell(suite.name, suite.model.name, task, noise, method, seed, suite.train_for(method))
+        Cell(suite.name, suite.model.name, task, noise, method, seed, suite.train_for(method),
+             suite.resources.for_cell(task.name, method.id))
         for task in suite.tasks for noise in (task.noise or suite.noise)
         for seed in suite.seeds for method in suite.methods
     ]

@@ -8,6 +8,7 @@ overrides are applied to the raw dict before validation, so only resolved values
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -24,6 +25,8 @@ DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " | ".join("None" if arm is type(None) else _type_name(arm) for arm in typing.get_args(tp))
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -33,13 +36,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        errors = []
+        meant: BenchError | None = None
         for arm in typing.get_args(tp):
             try:
                 return _coerce(value, arm, where)
             except BenchError as err:
-                errors.append(str(err))
-        raise BenchError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+                if isinstance(value, Mapping) and dataclasses.is_dataclass(arm):
+                    meant = err  # a mapping for this dataclass: its own error (unknown key, bad value) says why
+        raise meant or BenchError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     if tp is type(None):
         if value is None:
             return None
@@ -86,9 +90,13 @@ def build(cls: type[T], data: Any, where: str) -> T:
             raise BenchError(f"{where}: unknown key '{key}'" + did_you_mean(str(key), fields))
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
     try:
-        return cls(**kwargs)
+        built = cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise BenchError(f"{where}: {err}") from None
+    for key, value in kwargs.items():  # the class's own rule spoke first; no field means anything by .nan or .inf
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BenchError(f"{where}.{key}: expected a finite number, got {value}")
+    return built
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
@@ -110,6 +118,26 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
             raise BenchError(f"--set {key}: '{'.'.join(parts[: i + 1])}' is not a mapping")
         node = child
     node[parts[-1]] = value
+
+
+#: Suite sections that a task's or a method's grid entry may also hold, and which of the two may.
+ENTRY_SECTIONS = {"train": ("methods",), "resources": ("methods", "tasks")}
+
+
+def outrank_entries(raw: dict[str, Any], assignment: str) -> None:
+    """Apply a ``--set train.x=v`` (or ``resources.x=v``) also to the entries' own blocks that set ``x``.
+
+    So that ``--set`` outranks a grid entry's ``train:`` block (precedence: defaults < suite <
+    entry < ``--set``), and a task's or method's ``resources:``.
+    """
+    key = assignment.partition("=")[0]
+    section, _, rest = key.partition(".")
+    for group in ENTRY_SECTIONS.get(section, ()) if rest else ():
+        entries = raw.get(group)
+        for entry in entries.values() if isinstance(entries, dict) else ():
+            block = entry.get(section) if isinstance(entry, dict) else None
+            if isinstance(block, dict) and rest.split(".")[0] in block:
+                apply_override(block, assignment[len(section) + 1:])
 
 
 def merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:

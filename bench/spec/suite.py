@@ -20,10 +20,15 @@ from bench.data.imbalance import ImbalanceSpec
 from bench.data.noise import NoiseSpec
 from bench.errors import BenchError, did_you_mean
 from bench.metrics import metric_names
-from bench.spec.config import apply_override, build, merge
+from bench.spec.config import apply_override, build, merge, outrank_entries
 from bench.spec.generation import GENERATION, GenerationTaskSpec, build_generation_task
+from bench.spec.resources import ResourcePlan, take_resources
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+MAX_LR = 1.0  #: the largest lr: an AdamW step moves each weight by about lr, so above 1 it diverges at once
+#: Where a wheel installs the suites: pyproject.toml maps the repository's ``suites/`` into the
+#: package as ``bench/suites``. A checkout (or an editable install) has no such folder.
+PACKAGED_SUITES = Path(__file__).resolve().parents[1] / "suites"
 
 
 @dataclass(frozen=True)
@@ -55,12 +60,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.eval_batch_size < 1:
             raise ValueError("epochs must be >= 0 and batch sizes >= 1")
-        if not (math.isfinite(self.lr) and self.lr >= 0) or not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"Invalid lr {self.lr} or warmup_ratio {self.warmup_ratio}")
+        if not (math.isfinite(self.lr) and 0 <= self.lr <= MAX_LR) or not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"Invalid lr {self.lr} (0 to {MAX_LR}) or warmup_ratio {self.warmup_ratio} ([0, 1))")
         for name in ("head_lr", "weight_decay", "max_grad_norm"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"Invalid {name} {value}: must be a finite number >= 0")
+        if (self.head_lr or 0.0) > MAX_LR:
+            raise ValueError(f"Invalid head_lr {self.head_lr}: at most {MAX_LR}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"Invalid precision {self.precision!r}: use auto, fp32 or bf16")
 
@@ -164,6 +171,8 @@ class Suite:
     methods: tuple[MethodSpec, ...]
     description: str = ""
     report: ReportSpec = field(default_factory=ReportSpec)
+    resources: ResourcePlan = field(default_factory=ResourcePlan)
+    """Each cell's CPU cores and GPUs for the executor (:mod:`bench.spec.resources`)."""
 
     def train_for(self, method: MethodSpec) -> TrainConfig:
         """The training config of ``method``: the suite's, overridden by its grid entry."""
@@ -171,12 +180,14 @@ class Suite:
         return build(TrainConfig, merge(base, method.train), f"{self.path}: methods.{method.id}.train")
 
 
-SUITE_KEYS = ("include", "name", "description", "model", "train", "tasks", "noise", "seeds", "methods", "report")
+SUITE_KEYS = ("include", "name", "description", "model", "train", "tasks", "noise", "seeds", "methods", "report",
+              "resources")
 
 
 def suites_dir() -> Path:
-    """Where named suites live: ``$PEFTBENCH_SUITES`` or the repository's ``suites/``."""
-    return Path(os.environ.get("PEFTBENCH_SUITES", REPO_ROOT / "suites"))
+    """Where named suites live: ``$PEFTBENCH_SUITES``, else an installed wheel's, else the repository's ``suites/``."""
+    default = PACKAGED_SUITES if PACKAGED_SUITES.is_dir() else REPO_ROOT / "suites"
+    return Path(os.environ.get("PEFTBENCH_SUITES", default))
 
 
 def suite_names() -> list[str]:
@@ -264,14 +275,7 @@ def load_suite(name_or_path: str, overrides: tuple[str, ...] = ()) -> Suite:
     raw = read_yaml(path)
     for assignment in overrides:
         apply_override(raw, assignment)
-        key = assignment.partition("=")[0]
-        if key.startswith("train."):
-            # --set outranks the grid entries' own train: blocks (precedence in the docstring)
-            methods = raw.get("methods")
-            for entry in methods.values() if isinstance(methods, dict) else ():
-                train = entry.get("train") if isinstance(entry, dict) else None
-                if isinstance(train, dict) and key.split(".")[1] in train:
-                    apply_override(train, assignment[len("train."):])
+        outrank_entries(raw, assignment)  # --set outranks the entries' own train:/resources: blocks
     return parse_suite(raw, str(path), default_name=path.stem)
 
 
@@ -333,6 +337,7 @@ def build_task(name: str, raw: Any, where: str) -> TaskSpec | GenerationTaskSpec
 
 def parse_suite(raw: dict[str, Any], where: str, default_name: str) -> Suite:
     """Validate a raw (merged, overridden) suite dict."""
+    raw, resources = take_resources(raw, where)
     tasks_raw = raw.get("tasks") or {}
     if not isinstance(tasks_raw, dict) or not tasks_raw:
         raise BenchError(f"{where}: 'tasks' must be a non-empty mapping of task name -> spec")
@@ -350,8 +355,8 @@ def parse_suite(raw: dict[str, Any], where: str, default_name: str) -> Suite:
         for key, entry in methods_raw.items()
     )
     seeds = tuple(_as_list(raw.get("seeds", [0]), f"{where}: seeds"))
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise BenchError(f"{where}: seeds must be a non-empty list of integers")
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in seeds):
+        raise BenchError(f"{where}: seeds must be a non-empty list of integers in [0, 2**32), got {list(seeds)}")
     if len(set(seeds)) != len(seeds):
         raise BenchError(f"{where}: seeds {list(seeds)} repeat a seed (it would run the same cells twice)")
     for task in tasks:
@@ -368,7 +373,7 @@ def parse_suite(raw: dict[str, Any], where: str, default_name: str) -> Suite:
         train=build(TrainConfig, raw.get("train"), f"{where}: train"),
         tasks=tasks, noise=noise, seeds=seeds, methods=methods,
         description=str(raw.get("description", "")),
-        report=_report(raw.get("report"), methods, f"{where}: report"),
+        report=_report(raw.get("report"), methods, f"{where}: report"), resources=resources,
     )
     check_path_name(suite.name, "suite name", where)
     for method in methods:

@@ -103,7 +103,8 @@ def test_humaneval_cell_end_to_end(isolated: None, tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(code, "make_generate_fn", fake_generator(kind))
     results, reports = tmp_path / "results", tmp_path / "reports"
     args = ["run", "--suite", str(write_suite(tmp_path)), "--data-dir", str(data_dir(tmp_path / "data")),
-            "--results-dir", str(results), "--quiet", "--allow-code-execution", "--set", "train.epochs=0"]
+            "--results-dir", str(results), "--quiet", "--allow-code-execution", "--set", "train.epochs=0",
+            "--in-process"]  # the patched generator runs in this process
     assert main(args) == 0
     (path,) = (results / "he-toy" / "lora").glob("*[0-9a-f].json")
     record = json.loads(path.read_text())

@@ -84,7 +84,7 @@ def die_on_b(rid: str, data_dir: Path) -> tuple[dict[str, Any], float]:
     return {"status": "success", "run_id": rid, "threads": os.environ.get("OMP_NUM_THREADS")}, 0.5
 
 
-def test_a_dead_worker_fails_its_cell_and_the_rest_run_in_a_new_pool(tmp_path: Path) -> None:
+def test_a_dead_worker_fails_its_cell_and_the_rest_still_run(tmp_path: Path) -> None:
     todo = list("abcd")
     outcomes = {item: (record, seconds) for item, record, seconds in
                 CellPool(todo, tmp_path, jobs=1, fn=die_on_b).results()}
@@ -94,6 +94,22 @@ def test_a_dead_worker_fails_its_cell_and_the_rest_run_in_a_new_pool(tmp_path: P
         record, seconds = outcomes[rid]
         assert record == {"status": "success", "run_id": rid, "threads": str(threads_per_job(1))}
         assert seconds == 0.5
+
+
+def test_a_cell_no_worker_can_import_is_one_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a class made in this process only (a notebook's, an exec'd module's) cannot reach a fresh worker
+    import types
+
+    from bench.errors import BenchError
+
+    module = types.ModuleType("made_here_only")
+    exec("class Item:\n    pass\n", module.__dict__)  # noqa: S102 - a fixed string
+    monkeypatch.setitem(sys.modules, "made_here_only", module)
+    cells = CellPool([module.Item()], tmp_path, jobs=1, fn=die_on_b)
+    with pytest.raises(BenchError, match=r"a worker process could not load its cell \(ModuleNotFoundError: "
+                                         r"No module named 'made_here_only'\).*--in-process"):
+        list(cells.results())
+    assert not cells.pids()
 
 
 def die_on_b_while_a_runs(rid: str, data_dir: Path) -> tuple[dict[str, Any], float]:
@@ -114,6 +130,24 @@ def test_a_dead_worker_fails_only_its_own_cell(tmp_path: Path) -> None:
     assert outcomes["b"][0] is None and outcomes["b"][1] == "its worker process died (killed, or out of memory?)"
     for rid in "acd":
         assert outcomes[rid][0]["status"] == "success", outcomes[rid]
+
+
+def test_a_lost_cell_runs_again_up_to_retries_and_each_attempt_keeps_its_record(tmp_path: Path) -> None:
+    from bench.results.store import Store
+    from bench.run.jobs import Finish, Job, RunSummary
+    from bench.run.runner import resolve_suite
+
+    data, suite = _toy(tmp_path)
+    (cell, *_) = resolve_suite(load_suite(str(suite)), data)
+    job, store, summary, lines = Job(cell, "[1/3]"), Store(tmp_path / "r"), RunSummary(), []
+    finish = Finish(store, summary, lines.append, None, retries=1)
+    assert finish.start(job) and finish.lost(job, "its worker process died") is True  # retry 1 of 1
+    assert summary.retried == [cell.run_id] and not summary.failed
+    assert lines[-1].endswith("its worker process died; running it again (retry 1 of 1)")
+    assert not list((tmp_path / "r").rglob(".*.claim"))  # released: the retry claims it again
+    assert finish.start(job) and finish.lost(job, "its worker process died") is False  # retries used up
+    assert summary.failed == [cell.run_id]
+    assert len(list((tmp_path / "r").rglob(f"{cell.run_id}.failed.*.json"))) == 2
 
 
 def test_thread_env_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -170,12 +204,15 @@ def test_sigterm_stores_every_cell_in_flight_as_canceled_and_stops_the_workers(t
 
 
 PARENT = """
-import os
-from bench.run.parallel import pool
-executor = pool(2)
-pids = sorted(executor._processes)  # both workers started (pool() warms them)
-print(" ".join(map(str, pids)), flush=True)
-import time
+import threading, time
+from pathlib import Path
+from bench.run.parallel import CellPool
+from tests.run_helpers import sleep_cell
+cells = CellPool(["120", "120"], Path("."), jobs=2, fn=sleep_cell)
+threading.Thread(target=lambda: list(cells.results()), daemon=True).start()
+while len(cells.pids()) < 2:
+    time.sleep(0.05)
+print(" ".join(map(str, cells.pids())), flush=True)
 time.sleep(120)
 """
 

@@ -348,7 +348,7 @@ def test_int_widens_to_float_but_float_does_not_narrow() -> None:
     with pytest.raises(BenchError, match=r"x\.epochs: expected int, got 1\.5"):
         build(TrainConfig, {"epochs": 1.5}, "x")
     assert build(TrainConfig, {"head_lr": None}, "x").head_lr is None
-    assert build(TrainConfig, {"head_lr": 2}, "x").head_lr == 2.0
+    assert build(TrainConfig, {"head_lr": 1}, "x").head_lr == 1.0
 
 
 def test_precedence_defaults_suite_entry_set(tmp_path: Path) -> None:
