@@ -67,6 +67,14 @@ class TaskKind(Protocol):
         """
         ...
 
+    def check_noise(self, task: Any, noise: Any, data_dir: Path) -> None:
+        """Refuse label noise the task's data cannot take (e.g. a pair map for another class count).
+
+        Raises:
+            BenchError: one line naming the task.
+        """
+        ...
+
     def setup(self, cell: ResolvedCell, data_dir: Path, log: Log, progress: Any) -> Setup:
         """Load data and base model; build the method and its context."""
         ...

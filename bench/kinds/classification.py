@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from bench.data.noise import NoiseResult, NoiseSpec, apply_noise, real_noise
+from bench.data.noise import NoiseResult, NoiseSpec, apply_noise, real_noise, resolve_pair_map
 from bench.data.task import TaskData, load_task
 from bench.data.tokens import Encoded, encode
 from bench.errors import BenchError, CellError
@@ -149,6 +149,14 @@ class Classification:
             info = cast(dict[str, Any], data.imbalance)
             resolved["imbalance"] = {"ratio": task.imbalance.ratio, "minority": info["minority"]}
         return resolved
+
+    def check_noise(self, task: Any, noise: NoiseSpec, data_dir: Path) -> None:
+        """An asymmetric pair map must fit the task's classes (checked here, not when the cell draws it)."""
+        if noise.kind == "asymmetric":
+            try:
+                resolve_pair_map(noise.pair_map, _task(task, data_dir).n_classes)
+            except ValueError as err:
+                raise BenchError(f"task '{task.name}', noise {noise.label()}: {err}") from None
 
     def setup(self, cell: ResolvedCell, data_dir: Path, log: Log, progress: Any) -> ClassificationSetup:
         """Load data, inject noise, build the method and its FitContext."""

@@ -162,6 +162,9 @@ class Generation:
         _pairs(task, data_dir)  # every SFT row in the task's format: bad data fails here, before any cell trains
         return resolved
 
+    def check_noise(self, task: Any, noise: Any, data_dir: Path) -> None:
+        """Generation tasks draw no label noise: nothing to check."""
+
     def setup(self, cell: ResolvedCell, data_dir: Path, log: Log, progress: Any) -> GenerationSetup:
         """Load the SFT data and the causal base; build the method and its FitContext."""
         task, model = cast(GenerationTaskSpec, cell.cell.task), cell.cell.model

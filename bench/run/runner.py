@@ -49,7 +49,9 @@ def resolve(cell: Cell, data_dir: Path) -> ResolvedCell:
     omit = getattr(cell.task, "OMIT_WHEN_NONE", ())  # new optional fields leave old run ids as they were
     task: dict[str, Any] = {k: v for k, v in asdict(cell.task).items()
                             if k != "noise" and not (v is None and k in omit)}  # the cell's noise is below
-    task.update(get_kind(cell.kind).resolve_task(cell.task, entry, data_dir, model=cell.model))
+    kind = get_kind(cell.kind)
+    task.update(kind.resolve_task(cell.task, entry, data_dir, model=cell.model))
+    kind.check_noise(cell.task, noise, data_dir)
     check = getattr(config, "check_train", None)  # a config's own rule against the training config
     if check is not None:
         try:

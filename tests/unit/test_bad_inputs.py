@@ -120,10 +120,9 @@ SUITES = [
          "imbalance minority 'neutral' is not a class name"),
     Case("imbalance ratio keeps nothing", yml(tasks=task(imbalance={"ratio": 1000, "minority": 1})), "imbalance"),
     Case("pair map target out of range", yml(noise=[{"kind": "asymmetric", "rate": 0.2, "pair_map": {0: 5}}]),
-         "pair_map[0] target 5 is out of range", xfail="checked only when the noise is drawn, in the cell: "
-         "runner.resolve does not hand the cell's noise to the task kind, which knows the class count"),
+         "pair_map[0] target 5 is out of range"),
     Case("pair map of another class count", yml(noise=[{"kind": "asymmetric", "rate": 0.2, "pair_map": "sst5"}]),
-         "pair map 'sst5' needs 5 classes", xfail="as above"),
+         "pair map 'sst5' needs 5 classes"),
     # --set syntax
     Case("--set without =", None, "--set expects key=value", extra=("--set", "train.epochs")),
     Case("--set without a key", None, "--set expects key=value", extra=("--set", "=5")),
