@@ -23,14 +23,19 @@ if TYPE_CHECKING:  # kept out of the import: bench.run.runner imports torch, and
 RESULTS_ENV = "PEFTBENCH_RESULTS"
 
 
+def _home() -> Path:
+    """The checkout's root; for an installed wheel (no checkout around the code), the working directory."""
+    return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
+
+
 def results_dir(explicit: str | Path | None = None) -> Path:
-    """``--results-dir``, else ``$PEFTBENCH_RESULTS``, else the repository's ``results/``."""
-    return Path(explicit or os.environ.get(RESULTS_ENV) or REPO_ROOT / "results")
+    """``--results-dir``, else ``$PEFTBENCH_RESULTS``, else ``results/`` in the checkout (or working directory)."""
+    return Path(explicit or os.environ.get(RESULTS_ENV) or _home() / "results")
 
 
 def reports_dir(explicit: str | Path | None = None) -> Path:
-    """``--reports-dir``, else the repository's ``reports/``."""
-    return Path(explicit or REPO_ROOT / "reports")
+    """``--reports-dir``, else ``reports/`` in the checkout (or, for an installed wheel, the working directory)."""
+    return Path(explicit or _home() / "reports")
 
 
 def progress_factory(quiet: bool) -> Callable[..., Any] | None:

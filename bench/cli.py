@@ -63,12 +63,14 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from bench import api
-    from bench.spec.suite import suite_names
+    from bench.spec.suite import suite_names, suites_dir
 
     if args.suite and args.suite_option and args.suite != args.suite_option:
         raise BenchError(f"validate: two suites given ('{args.suite}' and --suite '{args.suite_option}'); name one")
     suite = args.suite or args.suite_option
     names = suite_names() if args.all or not suite else [suite]
+    if not names:  # a wrong $PEFTBENCH_SUITES or a broken install must not pass as "all valid"
+        raise BenchError(f"validate: no suites in {suites_dir()}")
     counts = api.validate_suites(names, overrides=tuple(args.set), data_dir=args.data_dir)
     for name, n in counts.items():
         print(f"ok  {name}: {n} cells")

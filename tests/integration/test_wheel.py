@@ -92,6 +92,10 @@ def test_wheel_install_lists_and_validates_every_suite(tmp_path: Path) -> None:
     package = venv.resolve() / "lib"
     assert all(Path(p).resolve().is_relative_to(package) for p in where), where
     assert not any(Path(p).resolve().is_relative_to(REPO) for p in where), where
+    # results and reports go to the working directory, not into site-packages
+    stores = _run([str(venv / "bin" / "python"), "-c", "from bench import api; print(api.results_dir()); "
+                   "print(api.reports_dir())"], elsewhere, env).split()
+    assert stores == [str(elsewhere / "results"), str(elsewhere / "reports")]
 
     suites = sorted(p.stem for p in (REPO / "suites").glob("*.yaml") if not p.name.startswith("_"))
     listed = _run([str(venv / "bin" / "bench"), "ls", "suites"], elsewhere, env)
@@ -106,3 +110,7 @@ def test_wheel_install_lists_and_validates_every_suite(tmp_path: Path) -> None:
     shutil.copy2(REPO / "suites" / "noisy-text-smoke.yaml", own / "mine.yaml")
     listed = _run([str(venv / "bin" / "bench"), "ls", "suites"], elsewhere, {**env, "PEFTBENCH_SUITES": str(own)})
     assert listed.split() == ["suites:", "mine"]
+    # and an empty suites folder is an error, not "every suite valid"
+    empty = subprocess.run([str(venv / "bin" / "bench"), "validate", "--all"], cwd=elsewhere, capture_output=True,
+                           text=True, env={**env, "PEFTBENCH_SUITES": str(tmp_path / "no-suites")})
+    assert empty.returncode == 2 and empty.stderr.startswith("error: validate: no suites in"), empty.stderr
