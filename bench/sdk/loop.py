@@ -22,6 +22,7 @@ from torch import nn
 
 from bench.data.tokens import Encoded
 from bench.errors import CellError
+from bench.sdk.casts import frozen_casts
 from bench.spec.suite import TrainConfig
 
 LossFn = Callable[..., torch.Tensor]
@@ -244,16 +245,17 @@ def train_loop(*, model: nn.Module, data: Encoded, cfg: TrainConfig, seed: int, 
     bar = progress(total=total, desc="train", unit="step", leave=False) if progress else None
     for epoch, batches in enumerate(epochs, start=1):
         running = torch.zeros((), device=device)
-        for index in batches:
-            if stats.steps == WARMUP_STEPS_UNTIMED:
-                _sync(device)
-                timer = time.perf_counter()
-            running += step(index)
-            _count(stats, index, lengths)
-            if stats.steps % 20 == 0:
-                _check_finite(running, epoch, stats.steps)
-            if bar is not None:
-                bar.update(1)
+        with frozen_casts(model, device, precision):  # not around on_epoch_end: a hook may rewrite weights
+            for index in batches:
+                if stats.steps == WARMUP_STEPS_UNTIMED:
+                    _sync(device)
+                    timer = time.perf_counter()
+                running += step(index)
+                _count(stats, index, lengths)
+                if stats.steps % 20 == 0:
+                    _check_finite(running, epoch, stats.steps)
+                if bar is not None:
+                    bar.update(1)
         _check_finite(running, epoch, stats.steps)
         if stats.steps > WARMUP_STEPS_UNTIMED:
             _sync(device)
@@ -274,10 +276,14 @@ def train_loop(*, model: nn.Module, data: Encoded, cfg: TrainConfig, seed: int, 
     return stats
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_logits(model: nn.Module, data: Encoded, *, batch_size: int, device: torch.device,
                    precision: str, pad_id: int) -> NDArray[np.float32]:
-    """Logits ``[n, K]`` in data order (batches sorted by length, then restored)."""
+    """Logits ``[n, K]`` in data order (batches sorted by length, then restored).
+
+    Under ``inference_mode`` rather than ``no_grad`` (no version counters or view tracking: the
+    same kernels, so the same logits; measured 1-2 % faster on CPU, docs/speed.md).
+    """
     model.to(device).eval()
     order = np.argsort(-data.lengths, kind="stable")
     out: list[NDArray[np.float32]] = []
