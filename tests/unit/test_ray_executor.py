@@ -145,6 +145,10 @@ def ray_cells() -> list[int]:
     return found
 
 
+# slow: in a full CI run on the 2-core EPYC (2026-12-04) this test hung for over 11 minutes with
+# both never-ending cells still running, though it passed when run alone; until that is
+# understood it stays out of the default run (run it with -m slow)
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
 def test_ctrl_c_cancels_the_ray_tasks_and_stores_their_cells_as_canceled(cluster: None, tmp_path: Path) -> None:
     data, suite = toy(tmp_path, TOY.replace("epochs: 2", "epochs: 100000"))  # cells that never finish
