@@ -23,6 +23,7 @@ from torch import nn
 from bench.data.tokens import Encoded
 from bench.errors import CellError
 from bench.sdk.casts import frozen_casts
+from bench.sdk.dropout import fast_dropout
 from bench.spec.suite import TrainConfig
 
 LossFn = Callable[..., torch.Tensor]
@@ -245,7 +246,8 @@ def train_loop(*, model: nn.Module, data: Encoded, cfg: TrainConfig, seed: int, 
     bar = progress(total=total, desc="train", unit="step", leave=False) if progress else None
     for epoch, batches in enumerate(epochs, start=1):
         running = torch.zeros((), device=device)
-        with frozen_casts(model, device, precision):  # not around on_epoch_end: a hook may rewrite weights
+        # not around on_epoch_end: a hook may rewrite weights, or train with nn.Dropout's own masks
+        with frozen_casts(model, device, precision), fast_dropout(model, device):
             for index in batches:
                 if stats.steps == WARMUP_STEPS_UNTIMED:
                     _sync(device)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from bench.errors import CellError
 from bench.models.encoder import base_model
+from bench.sdk.dropout import fast_dropout
 from bench.sdk.loop import collate, linear_schedule, make_batches, train_loop
 from bench.spec.suite import TrainConfig
 from tests.helpers import N_CLASSES, TINY, synthetic
@@ -39,7 +40,11 @@ def test_linear_schedule_warmup_then_decay() -> None:
 
 
 def _reference(model: torch.nn.Module, data, cfg: TrainConfig, seed: int) -> list[float]:
-    """Plain PyTorch: same batches, AdamW, warm-up + linear decay by hand, clipping."""
+    """Plain PyTorch: same batches, AdamW, warm-up + linear decay by hand, clipping.
+
+    Its dropouts draw the loop's masks (bench.sdk.dropout, tested in test_dropout.py), so that the
+    two runs see the same random numbers.
+    """
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     model.train()
@@ -64,7 +69,8 @@ def _reference(model: torch.nn.Module, data, cfg: TrainConfig, seed: int) -> lis
             mask = torch.zeros(len(rows), width, dtype=torch.long)
             for j, r in enumerate(rows):
                 ids[j, : len(r)], mask[j, : len(r)] = torch.from_numpy(r), 1
-            logits = model(input_ids=ids, attention_mask=mask).logits
+            with fast_dropout(model, torch.device("cpu")):
+                logits = model(input_ids=ids, attention_mask=mask).logits
             loss = F.cross_entropy(logits, torch.from_numpy(data.labels[index]))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(body + head, cfg.max_grad_norm)
