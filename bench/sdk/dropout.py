@@ -83,7 +83,7 @@ def fast_dropout(model: nn.Module, device: torch.device) -> Iterator[None]:
     patched: list[nn.Module] = []
     for module in model.modules():
         if type(module) is nn.Dropout and "forward" not in module.__dict__:
-            module.forward = types.MethodType(_dropout_forward, module)
+            module.forward = types.MethodType(_dropout_forward, module)  # type: ignore[method-assign]
             patched.append(module)
     try:
         yield
