@@ -145,7 +145,7 @@ def cell_overhead(folder: Path) -> dict[str, Any]:
     record = json.loads(path.read_text())
     eff = record["efficiency"]
     phases = {k: float(eff.get(f"{k}_wall_s") or 0.0) for k in ("setup", "train", "eval", "reload")}
-    cell_s = _seconds_between(record)
+    cell_s = float(eff.get("cell_wall_s") or _seconds_between(record))  # whole seconds before cell_wall_s
     work = phases["train"] + phases["eval"]
     out: dict[str, Any] = {
         "run_id": record["run_id"], "command_s": command_s, "cell_s": cell_s,
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({r['ratio']:.1f}x); rounds {[round(x, 2) for x in r['subject_s']]}")
     if "overhead" in result:
         o = result["overhead"]
-        print(f"cell {o['run_id']}: wall {o['cell_s']:.0f} s (record, whole seconds), setup {o['setup_s']:.2f}, "
+        print(f"cell {o['run_id']}: wall {o['cell_s']:.2f} s (record's cell_wall_s), setup {o['setup_s']:.2f}, "
               f"train {o['train_s']:.2f}, eval {o['eval_s']:.2f}, reload {o['reload_s']:.2f}; overhead "
               f"{o['cell_overhead_pct']:.1f} % of the cell, {o['command_overhead_pct']:.1f} % of the command "
               f"({o['command_s']:.1f} s); numbers equal to the baseline's: {o['same_numbers_as_baseline']}")

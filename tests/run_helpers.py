@@ -39,3 +39,40 @@ def sleep_cell(item: str, data_dir: Path) -> tuple[str, float]:
     """A cell function for worker-pool tests: sleep ``item`` seconds."""
     time.sleep(float(item))
     return item, float(item)
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+                found.append(int(entry.name))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
+def worker_pids(run_pid: int) -> list[int]:
+    """The cell workers of the ``bench run`` process ``run_pid``, running now.
+
+    Spawned workers (machines with GPUs) are its children running ``spawn_main``; forked ones
+    (without GPUs) are the children of its forkserver child (bench/run/parallel.py).
+    """
+    found = []
+    for child in children(run_pid):
+        line = _cmdline(child)
+        if "spawn_main" in line:
+            found.append(child)
+        elif "forkserver" in line:
+            found.extend(children(child))
+    return found

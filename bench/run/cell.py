@@ -7,6 +7,7 @@ instead of raising, so a bug in one method never stops a suite or loses other re
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,7 @@ def run_cell(cell: ResolvedCell, data_dir: Path, progress: Any = None, execution
     execute model-written code; only generation cells with HumanEval evaluations use it.
     ``on_row`` sees every curve row the method logs (per-epoch progress).
     """
+    started = time.perf_counter()
     kind, curves, device = get_kind(cell.kind), Curves(on_row=on_row), default_device()
     common: dict[str, Any] = {"run_id": cell.run_id, "kind": cell.kind, "spec": cell.spec,
                               "env": environment(str(device)), "started_at": now()}
@@ -131,7 +133,7 @@ def run_cell(cell: ResolvedCell, data_dir: Path, progress: Any = None, execution
         efficiency.update(phase.figures, adapter_bytes=reload["adapter_bytes"],
                           trainable_params=fitted.trainable_parameters(), total_params=fitted.total_parameters())
         metrics = {**result.metrics, "reload_max_abs_diff": reload["reload_max_abs_diff"]}
-        efficiency.update(overall_peaks(efficiency))
+        efficiency.update(overall_peaks(efficiency), cell_wall_s=time.perf_counter() - started)
         diagnostics = dict(result.diagnostics)
         if (diverged := diverged_message(stats)) is not None:
             diagnostics["diverged"] = diverged

@@ -1,9 +1,10 @@
 """Run cells in worker processes, a fresh one per cell (``bench run``, ``--jobs N``).
 
-Each cell runs in a ``spawn`` process started for it and ended after it, so its memory figures
+Each cell runs in a fresh process started for it and ended after it, so its memory figures
 (peak RSS, torch's CUDA peaks) describe that cell alone, not whatever an older worker ran
-before it; ``--jobs 1`` runs so too (``--in-process`` runs cells in the ``bench`` process
-itself, for a debugger). N workers run side by side with ``cpu_count // N`` torch threads each
+before it; ``--jobs 1`` runs so too (:mod:`bench.run.worker`: forked from a forkserver that
+imported torch once for the run, or spawned where there are GPUs; ``--in-process`` runs cells
+in the ``bench`` process itself, for a debugger). N workers run side by side with ``cpu_count // N`` torch threads each
 (at least one; ``--jobs 1``: the thread count of the calling process), so N single-thread
 workers on an N-core CPU give the same numbers as ``OMP_NUM_THREADS=1 bench run``: the thread
 count changes the float reduction order, and that changes accuracy in seed-unstable cells
@@ -17,13 +18,11 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from bench.errors import BenchError
 from bench.run.cell import CellResult, progress_line, run_cell
 from bench.run.devices import THREAD_VARS, visible_gpus, worker_env
+from bench.run.worker import Start, work, worker_context
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 DIED = "its worker process died (killed, or out of memory?)"
 """The reason stored for a cell whose worker ended without a result."""
 
@@ -69,54 +68,6 @@ def thread_env(threads: int) -> Iterator[None]:
     """Set the thread-count variables that spawned children read when torch starts."""
     with child_env({name: str(threads) for name in THREAD_VARS}):
         yield
-
-
-def die_with_parent(parent: int) -> None:
-    """Have the kernel SIGKILL this process when its parent dies (Linux ``PR_SET_PDEATHSIG``).
-
-    Without it a ``kill -9`` of ``bench run`` left its workers training, reparented to init. If
-    the parent is already gone (it died before this ran), exit now. Elsewhere: a no-op.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux
-        return
-    if os.getppid() != parent:
-        os._exit(1)
-
-
-def _work(conn: Connection, parent: int, threads: int, payload: bytes, data_dir: Path) -> None:
-    """A worker's whole life: one pickled ``(fn, item)``, its outcome sent back.
-
-    The outcome is ``("ok", result)``, ``("raised", error)`` or ``("unloadable", text)`` when the
-    payload does not unpickle here (a class the worker cannot import).
-    """
-    die_with_parent(parent)
-    try:
-        import torch
-
-        from bench.run.quiet import quiet_libraries
-
-        torch.set_num_threads(threads)
-        quiet_libraries()
-        try:
-            fn, item = pickle.loads(payload)
-        except Exception as err:  # noqa: BLE001 - said to the parent in one line
-            outcome: tuple[str, Any] = ("unloadable", f"{type(err).__name__}: {err}")
-        else:
-            outcome = ("ok", fn(item, data_dir))
-    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent stores the cell
-        os._exit(130)
-    except BaseException as err:  # noqa: BLE001 - the parent re-raises it
-        outcome = ("raised", err)
-    try:
-        conn.send(outcome)
-    except Exception as err:  # an unpicklable result or error
-        conn.send(("raised", RuntimeError(f"a worker could not send its outcome back: {err!r}")))
-    conn.close()
 
 
 def timed_cell(job: Job, data_dir: Path, execution: Any = None, verbose: bool = False) -> tuple[CellResult, float]:
@@ -207,11 +158,12 @@ class CellPool(Generic[T]):
 
     def _spawn(self, slot: int, item: T) -> _Worker:
         payload = pickle.dumps((self.fn, item))  # here, so that an unpicklable item fails in this process
-        context = get_context("spawn")
+        context = worker_context(self.gpus)
+        env = worker_env(slot, self.threads, self.gpus)
         receive, send = context.Pipe(duplex=False)
-        process = context.Process(target=_work, args=(send, os.getpid(), self.threads, payload, self.data_dir),
+        process = context.Process(target=work, args=(send, Start.here(env), payload, self.data_dir),
                                   name=f"bench-worker-{slot}")
-        with child_env(worker_env(slot, self.threads, self.gpus)):  # read by torch as it starts in the child
+        with child_env(env):  # read by torch as it starts in a spawned child
             process.start()
         send.close()  # the child holds the other end: reading sees EOF once it is gone
         return _Worker(process, receive, item)

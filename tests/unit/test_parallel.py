@@ -18,7 +18,7 @@ import torch
 from bench import api
 from bench.run.parallel import CellPool, thread_env, threads_per_job
 from bench.spec.suite import load_suite
-from tests.run_helpers import gone, running, toy_dataset
+from tests.run_helpers import gone, running, toy_dataset, worker_pids
 
 
 def _toy(tmp_path: Path) -> tuple[Path, Path]:
@@ -158,21 +158,6 @@ def test_thread_env_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
     assert os.environ["OMP_NUM_THREADS"] == "7" and "MKL_NUM_THREADS" not in os.environ
 
 
-def _children(pid: int) -> set[int]:
-    out: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        text = (task / "children").read_text() if (task / "children").exists() else ""
-        out |= {int(c) for c in text.split()}
-    return out
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text()
-    except OSError:
-        return ""
-
-
 def _alive(pid: int) -> bool:
     status = Path(f"/proc/{pid}/status")
     return status.exists() and "State:\tZ" not in status.read_text()
@@ -190,7 +175,7 @@ def test_sigterm_stores_every_cell_in_flight_as_canceled_and_stops_the_workers(t
     assert proc.stdout is not None
     started = [line for line in (proc.stdout.readline() for _ in range(2)) if line.endswith(": started\n")]
     assert len(started) == 2, started  # both workers have a cell
-    workers = {c for c in _children(proc.pid) if "spawn_main" in _cmdline(c)}
+    workers = set(worker_pids(proc.pid))
     assert len(workers) == 2
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
