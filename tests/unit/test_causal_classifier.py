@@ -129,6 +129,20 @@ def test_smollm2_classifier_is_the_converted_checkpoint_with_a_score_head() -> N
     assert torch.equal(model.model.layers[29].mlp.down_proj.weight, lm.model.layers[29].mlp.down_proj.weight)
 
 
+def test_a_causal_model_folder_loads_as_a_classifier(tmp_path: Path) -> None:
+    # what a GPU user's `--set model=<folder>` does: an HF causal-LM folder with its own tokenizer
+    from bench.models.causal import causal_base, load_causal_tokenizer
+
+    lm = causal_base(TINY_LLAMA, "fp32").template
+    lm.save_pretrained(str(tmp_path))
+    load_causal_tokenizer(TINY_LLAMA).save_pretrained(str(tmp_path))
+    assert family(str(tmp_path)) == "causal"
+    model = classifier_base(str(tmp_path), N_CLASSES, device=CPU, precision="fp32").new(0)
+    assert type(model).__name__ == "LlamaForSequenceClassification" and model.config.pad_token_id == 2
+    assert torch.equal(model.model.layers[1].self_attn.q_proj.weight, lm.model.layers[1].self_attn.q_proj.weight)
+    assert classifier_tokenizer(str(tmp_path)).pad_token_id == 2
+
+
 def test_the_head_is_drawn_from_the_seed_and_the_body_is_shared() -> None:
     base = causal_classifier(TINY_LLAMA, N_CLASSES, "fp32")
     a, b, again = base.new(0), base.new(1), base.new(0)
@@ -182,6 +196,7 @@ tasks:
   trec: {dataset: trec, max_train: 48, max_val: 16, max_test: 32, max_length: 32}
 noise:
   - {kind: symmetric, rate: 0.2}
+  - {kind: instance, rate: 0.2}     # features from the decoder's mean-pooled hidden states
 methods:
   lora: {config: {r: 4, alpha: 8}}
 seeds: [0]
@@ -190,15 +205,30 @@ train: {epochs: 1, batch_size: 16, eval_batch_size: 32, lr: 5.0e-3, precision: f
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "trec").is_dir(), reason="needs ../shared/data/trec")
-def test_a_causal_classification_cell_runs_to_a_success_record(tmp_path: Path) -> None:
+def test_causal_classification_cells_run_to_success_records(tmp_path: Path) -> None:
     suite = tmp_path / "causal-cell.yaml"
     suite.write_text(SUITE)
     summary = api.run_suite(load_suite(str(suite)), data_dir=SHARED_DATA, results=tmp_path / "r", quiet=True,
                             in_process=True)
-    assert len(summary.ran) == 1 and not summary.failed
-    (path,) = (p for p in (tmp_path / "r").rglob("*.json") if not p.name.endswith(".preds.json"))
-    record = json.loads(path.read_text())
-    assert record["status"] == "success", record["error"]
-    assert record["spec"]["model"]["name"] == "random:tiny-llama"
-    assert record["diagnostics"]["lora_target_modules"] == sorted(LLAMA_TARGETS)
-    assert 0.0 <= record["metrics"]["accuracy"] <= 1.0 and record["metrics"]["reload_max_abs_diff"] <= 1e-5
+    assert len(summary.ran) == 2 and not summary.failed
+    records = [json.loads(p.read_text()) for p in (tmp_path / "r").rglob("*.json")]
+    assert sorted(r["spec"]["noise"]["kind"] for r in records) == ["instance", "symmetric"]
+    for record in records:
+        assert record["status"] == "success", record["error"]
+        assert record["spec"]["model"]["name"] == "random:tiny-llama"
+        assert record["diagnostics"]["lora_target_modules"] == sorted(LLAMA_TARGETS)
+        assert 0.0 <= record["metrics"]["accuracy"] <= 1.0 and record["metrics"]["reload_max_abs_diff"] <= 1e-5
+    # measured: symmetric flipped 8 of the 48 rows, instance-dependent 10 (features from the decoder)
+    assert {r["spec"]["noise"]["kind"]: round(48 * r["noise"]["realised_rate"]) for r in records} == {
+        "symmetric": 8, "instance": 10}
+
+
+def test_the_llm_suite_is_the_noisy_label_grid_on_smollm2() -> None:
+    from bench.spec.cells import plan
+
+    cells = plan(load_suite("noisy-text-llm"))
+    assert len(cells) == 30 and {c.model for c in cells} == {"smollm2"} and family("smollm2") == "causal"
+    assert {c.method.id for c in cells} == {"lora", "small-loss", "co-teaching", "cleanlab", "delora-nld"}
+    assert {(c.noise.kind, c.noise.rate) for c in cells} == {("symmetric", 0.2), ("asymmetric", 0.4)}
+    assert all(c.train.batch_size == 16 and c.task.max_train == 400 for c in cells)
+
