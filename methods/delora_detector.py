@@ -21,6 +21,7 @@ from bench.sdk import (
     FitContext,
     adapter_parameters,
     head_names,
+    lora_targets,
     per_sample_loss,
     selected,
     train_adapters,
@@ -124,7 +125,7 @@ def detector_model(ctx: FitContext, c: DeloraConfig) -> tuple[nn.Module, list[st
 
     def config() -> LoraConfig:
         return LoraConfig(r=c.r, lora_alpha=c.alpha,  # type: ignore[arg-type]
-                          lora_dropout=c.dropout, target_modules=list(c.target_modules) if c.target_modules else None)
+                          lora_dropout=c.dropout, target_modules=lora_targets(base, c.target_modules))
 
     model = get_peft_model(base, config(), adapter_name=CLEAN)
     model.add_adapter(NOISY, config())

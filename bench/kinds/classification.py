@@ -1,4 +1,4 @@
-"""The classification kind: noisy-label text classification with an encoder and a fresh head.
+"""The classification kind: noisy-label text classification with an encoder or a causal LM and a fresh head.
 
 Setup loads the task's splits (cached per process), injects the cell's label noise (keeping
 the truth mask out of the method's sight) and builds the :class:`FitContext`. Evaluation
@@ -31,13 +31,14 @@ from bench.evaluate.classification import (
     selection_curves,
 )
 from bench.kinds.base import Evaluation, Log, split_diagnostics
+from bench.models.classifier import check_classifier, classifier_base, classifier_tokenizer
 from bench.models.device import default_device
-from bench.models.encoder import base_model, check_model, load_tokenizer
 from bench.run.profile import Phase
 from bench.sdk.loop import collate, resolve_precision
 from bench.sdk.method import SAMPLE_KEYS, Diagnostics, FitContext, Fitted, Method, VariantPredictor
 from bench.sdk.registry import MethodEntry
 from bench.sdk.scratch import scratch_prefix
+from bench.sdk.targets import targets_used
 from bench.spec.cells import ResolvedCell, data_version
 from bench.spec.suite import TaskSpec
 
@@ -56,23 +57,24 @@ def _task(spec: TaskSpec, data_dir: Path) -> TaskData:
 
 @lru_cache(maxsize=8)
 def _encoded(spec: TaskSpec, data_dir: Path, model: str) -> tuple[Encoded, Encoded, Encoded]:
-    data, tok = _task(spec, data_dir), load_tokenizer(model)
+    data, tok = _task(spec, data_dir), classifier_tokenizer(model)
     return tuple(encode(s.texts, s.labels, s.ids, tok, spec.max_length)  # type: ignore[return-value]
                  for s in (data.train, data.val, data.test))
 
 
 @lru_cache(maxsize=4)
 def _features(spec: TaskSpec, data_dir: Path, model: str) -> NDArray[np.float64]:
-    """L2-normalised mean-pooled embeddings of the frozen pretrained encoder (for I-noise)."""
+    """L2-normalised mean-pooled embeddings of the frozen pretrained body (encoder or causal LM; for I-noise)."""
     train = _encoded(spec, data_dir, model)[0]
-    full = base_model(model, len(_task(spec, data_dir).label_names)).new(0)
+    cpu = torch.device("cpu")
+    full = classifier_base(model, len(_task(spec, data_dir).label_names), device=cpu, precision="fp32").new(0)
     encoder = cast(torch.nn.Module, full.base_model)
     encoder.eval()
-    pad = load_tokenizer(model).pad_token_id
+    pad = classifier_tokenizer(model).pad_token_id
     out = []
     with torch.no_grad():
         for i in range(0, len(train), 256):
-            inputs = collate(train, np.arange(i, min(i + 256, len(train))), pad, torch.device("cpu"))
+            inputs = collate(train, np.arange(i, min(i + 256, len(train))), pad, cpu)
             hidden = encoder(**inputs).last_hidden_state
             mask = inputs["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1)
@@ -145,7 +147,7 @@ class Classification:
         if self.name not in method.kinds:
             raise BenchError(f"method '{method.name}' does not train classifiers (supports: "
                              f"{', '.join(method.kinds)}); task '{task.name}' is a classification task")
-        check_model(model)
+        check_classifier(model)
         data = _task(task, data_dir)  # raises BenchError on bad data
         resolved: dict[str, Any] = {"data_version": data_version(task, data_dir)}
         if task.imbalance is not None:
@@ -167,14 +169,14 @@ class Classification:
         data = _task(task, data_dir)
         train, val, test = _encoded(task, data_dir, model)
         noise, truly_clean = inject_noise(cell, data, train, data_dir)
-        base = base_model(model, data.n_classes)
         device = default_device()
+        precision = resolve_precision(cell.cell.train.precision, device)
+        base = classifier_base(model, data.n_classes, device=device, precision=precision)
         ctx = FitContext(
             task=data.name, kind=self.name, label_names=data.label_names,
-            new_model=lambda: base.new(seed), tokenizer=load_tokenizer(model),
+            new_model=lambda: base.new(seed), tokenizer=classifier_tokenizer(model),
             train=train.with_labels(noise.observed), val=val, train_config=cell.cell.train, seed=seed,
-            device=device, precision=resolve_precision(cell.cell.train.precision, device), log=log,
-            progress=progress, train_texts=tuple(data.train.texts),
+            device=device, precision=precision, log=log, progress=progress, train_texts=tuple(data.train.texts),
         )
         return ClassificationSetup(data, train, val, test, noise, truly_clean, ctx, cell.method.adapter(cell.config))
 
@@ -196,6 +198,9 @@ class Classification:
         collapsed = collapse_message(probs, s.test.labels, s.data.label_names)
         if collapsed:
             diagnostics["collapsed"] = collapsed
+        targets = targets_used(getattr(fitted, "model", None))
+        if targets is not None:  # what LoRA wrapped (default targets depend on the architecture)
+            diagnostics["lora_target_modules"] = targets
         metrics.update(detection_metrics(fitted.diagnostics, s.truly_clean))
         truth = s.data.train.truth
         curves = selection_curves(read.get("selection_history", []), s.truly_clean, s.ctx.train.labels, truth)

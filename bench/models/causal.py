@@ -135,12 +135,17 @@ def check_causal_model(name: str) -> None:
     elif kind == "local":
         check_model_folder(Path(location))
     elif kind == "hub":
-        check_hub_name(name, known=[*EMBEDDED_CAUSAL, *(f"random:{p}" for p in RANDOM_CAUSAL)], what="causal model")
+        check_hub_name(name, known=causal_names(), what="causal model")
 
 
-def _hf_load(fn: Any, location: str | Path, kind: str, **kwargs: Any) -> Any:
-    known = [*EMBEDDED_CAUSAL, *(f"random:{p}" for p in RANDOM_CAUSAL)]
-    return hf_load(fn, location, kind, known=known, what="causal model", **kwargs)
+def causal_names() -> list[str]:
+    """Causal model names accepted besides HF names and folders."""
+    return [*EMBEDDED_CAUSAL, *(f"random:{p}" for p in RANDOM_CAUSAL)]
+
+
+def hf_load_causal(fn: Any, location: str | Path, kind: str, **kwargs: Any) -> Any:
+    """:func:`~bench.models.encoder.hf_load` for a causal model (its error names the causal models)."""
+    return hf_load(fn, location, kind, known=causal_names(), what="causal model", **kwargs)
 
 
 @lru_cache(maxsize=4)
@@ -152,7 +157,7 @@ def load_causal_tokenizer(name: str) -> Any:
     if kind in ("embedded", "random"):
         folder = embedded_folder(str(location) if kind == "embedded" else "smollm2", tokenizer_only=True)
         kind, location = "local", folder
-    return with_pad_token(_hf_load(AutoTokenizer.from_pretrained, location, kind))
+    return with_pad_token(hf_load_causal(AutoTokenizer.from_pretrained, location, kind))
 
 
 @dataclass
@@ -172,25 +177,32 @@ def dtype_for(precision: str) -> torch.dtype:
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
+def random_config(preset: str, tokenizer: Any, **extra: Any) -> Any:
+    """The transformers config of shape ``random:<preset>`` for ``tokenizer`` (``extra``: e.g. ``num_labels``)."""
+    from transformers import AutoConfig
+
+    shape = dict(RANDOM_CAUSAL[preset])
+    return AutoConfig.for_model(shape.pop("model_type"), vocab_size=len(tokenizer),
+                                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                                eos_token_id=tokenizer.eos_token_id, **shape, **extra)
+
+
 @lru_cache(maxsize=2)
 def causal_base(name: str, precision: str) -> CausalBase:
     """Load ``name`` once per process and precision (bf16 or fp32 weights)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     dtype = dtype_for(precision)
     kind, location = resolve_causal(name)
     tokenizer = load_causal_tokenizer(name)
     if kind == "random":
-        shape = dict(RANDOM_CAUSAL[str(location)])
-        config = AutoConfig.for_model(shape.pop("model_type"), vocab_size=len(tokenizer),
-                                      pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                                      eos_token_id=tokenizer.eos_token_id, **shape)
+        config = random_config(str(location), tokenizer)
         torch.manual_seed(RANDOM_BASE_SEED)
         model = AutoModelForCausalLM.from_config(config).to(dtype)  # type: ignore[no-untyped-call]
     else:
         if kind == "embedded":
             kind, location = "local", embedded_folder(str(location))
-        model = _hf_load(AutoModelForCausalLM.from_pretrained, location, kind, dtype=dtype)
+        model = hf_load_causal(AutoModelForCausalLM.from_pretrained, location, kind, dtype=dtype)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()

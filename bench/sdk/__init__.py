@@ -53,6 +53,7 @@ if TYPE_CHECKING:
         smallest_fraction,
     )
     from bench.sdk.registry import register_method
+    from bench.sdk.targets import default_targets, lora_targets
 
 _WHERE = {
     "FitContext": "bench.sdk.method",
@@ -61,6 +62,8 @@ _WHERE = {
     "VariantPredictor": "bench.sdk.method",
     "Diagnostics": "bench.sdk.method",
     "register_method": "bench.sdk.registry",
+    "default_targets": "bench.sdk.targets",
+    "lora_targets": "bench.sdk.targets",
     "LossFn": "bench.sdk.loop",
     "TrainStats": "bench.sdk.loop",
     "collate": "bench.sdk.loop",
@@ -123,6 +126,7 @@ __all__ = [
     "collate",
     "count_parameters",
     "cross_entropy_loss",
+    "default_targets",
     "fit_causal_lora",
     "fitted_from",
     "gmm_clean_probability",
@@ -132,6 +136,7 @@ __all__ = [
     "load_converted",
     "load_peft",
     "load_trainable",
+    "lora_targets",
     "masked_mean",
     "new_lora_classifier",
     "param_groups",

@@ -317,16 +317,19 @@ def wrap_lora(model: nn.Module, *, head: Sequence[str], r: int, alpha: float, dr
               target_modules: Sequence[str] | None, **extra: Any) -> nn.Module:
     """Wrap ``model`` with a peft LoRA adapter; the classification head trains in full.
 
-    ``target_modules=None`` takes peft's default for the architecture (``query``/``value``
-    for BERT, ``q_proj``/``v_proj`` for Llama). ``extra`` goes to ``peft.LoraConfig``
+    ``target_modules=None`` picks by architecture (:func:`bench.sdk.targets.default_targets`):
+    peft's default for encoders (``query``/``value`` for BERT), the attention and MLP
+    projections for Llama-style decoders. ``extra`` goes to ``peft.LoraConfig``
     (``use_dora``, ``init_lora_weights``, ``use_rslora``, ...).
     """
     from peft import LoraConfig, TaskType, get_peft_model
 
+    from bench.sdk.targets import lora_targets
+
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS, r=r,
         lora_alpha=int(alpha) if float(alpha).is_integer() else alpha,  # type: ignore[arg-type]
-        lora_dropout=dropout, target_modules=list(target_modules) if target_modules else None,
+        lora_dropout=dropout, target_modules=lora_targets(model, target_modules),
         modules_to_save=[*head, *extra.pop("modules_to_save", [])], **extra,
     )
     return get_peft_model(model, config)

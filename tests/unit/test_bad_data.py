@@ -141,8 +141,10 @@ def test_a_byte_order_mark_is_read_as_utf8(tmp_path: Path, capsys: pytest.Captur
 @pytest.mark.parametrize(("model", "message"), [
     ("minlm", "model 'minlm' is not a folder, not known here and not in the local HF cache "
               "(did you mean 'minilm'?); hub downloads are off unless PEFTBENCH_HUB=1"),
-    ("nosuch/model", "(known: minilm, random:minilm-shape, random:tiny-bert, an HF model folder)"),
+    ("nosuch/model", "(known: minilm, random:minilm-shape, random:tiny-bert, smollm2, random:tiny-llama, "
+                     "random:smollm2-shape, an HF model folder)"),
     ("random:tiny", "unknown random preset 'tiny' (did you mean 'tiny-bert'?)"),
+    ("random:tiny-lama", "unknown random preset 'tiny-lama' (did you mean 'tiny-llama'?)"),  # causal presets too
 ])
 def test_an_unknown_model_fails_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                          monkeypatch: pytest.MonkeyPatch, model: str, message: str) -> None:

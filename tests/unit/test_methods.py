@@ -1,6 +1,8 @@
-"""METHOD_CASES: every registered method passes the same contract checks.
+"""METHOD_CASES: every registered method passes the same contract checks, on an encoder and a decoder.
 
 A new method joins with one row: (name, config overrides, expects all parameters trainable).
+Every row runs on both BACKBONES: the tiny random BERT (``classifier`` head) and the tiny random
+Llama (``score`` head on the last non-pad token, LoRA on the attention and MLP projections).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 from bench.sdk.loop import collate, cross_entropy_loss
 from bench.sdk.registry import BUILTIN_METHODS, get_method, method_names
 from bench.spec.config import build
-from tests.helpers import N_CLASSES, make_ctx, synthetic
+from tests.helpers import N_CLASSES, TINY, TINY_LLAMA, make_ctx, synthetic
 
 METHOD_CASES = [
     # (registry name, config, every parameter trainable?)
@@ -32,6 +34,9 @@ METHOD_CASES = [
     ("cleanlab", {"r": 4, "alpha": 8, "folds": 2}, False),
 ]
 
+
+#: Every case runs on an encoder and on a causal backbone.
+BACKBONES = [TINY, TINY_LLAMA]
 
 #: Built-in methods that train no classifier, and the file holding their contract tests.
 GENERATION_ONLY = {"lora-par": "tests/unit/test_lora_par.py"}
@@ -53,17 +58,18 @@ def _fit(name: str, config: dict, **ctx_kwargs):
     return method, ctx, method.fit(ctx)
 
 
-def _loss(model: torch.nn.Module, data) -> float:
+def _loss(model: torch.nn.Module, data, pad_id: int) -> float:
     model.eval()
     with torch.no_grad():
-        inputs = collate(data, np.arange(len(data)), 0, torch.device("cpu"))
+        inputs = collate(data, np.arange(len(data)), pad_id, torch.device("cpu"))
         return float(cross_entropy_loss(model, inputs, torch.from_numpy(data.labels)))
 
 
+@pytest.mark.parametrize("model", BACKBONES)
 @pytest.mark.parametrize(("name", "config", "all_trainable"), METHOD_CASES)
-def test_method_contract(name: str, config: dict, all_trainable: bool, tmp_path: Path) -> None:
+def test_method_contract(name: str, config: dict, all_trainable: bool, model: str, tmp_path: Path) -> None:
     rows: list[dict] = []
-    method, ctx, fitted = _fit(name, config, log=rows.append)
+    method, ctx, fitted = _fit(name, config, log=rows.append, model=model)
     trainable, total = fitted.trainable_parameters(), fitted.total_parameters()
     assert 0 < trainable <= total
     assert (trainable == total) if all_trainable else (trainable < total)
@@ -79,11 +85,12 @@ def test_method_contract(name: str, config: dict, all_trainable: bool, tmp_path:
     assert np.abs(again.predict_proba(ctx.val) - probs).max() < 1e-6
 
 
+@pytest.mark.parametrize("model", BACKBONES)
 @pytest.mark.parametrize(("name", "config", "all_trainable"), METHOD_CASES)
-def test_base_stays_frozen(name: str, config: dict, all_trainable: bool) -> None:
+def test_base_stays_frozen(name: str, config: dict, all_trainable: bool, model: str) -> None:
     if all_trainable:
         pytest.skip("full fine-tuning trains the base by definition")
-    _, ctx, fitted = _fit(name, config, epochs=1)
+    _, ctx, fitted = _fit(name, config, epochs=1, model=model)
     fresh = dict(ctx.new_model().named_parameters())
     base_state = {n: p for n, p in fitted.model.named_parameters() if not p.requires_grad}
     assert base_state, "a PEFT method must leave frozen parameters"
@@ -103,11 +110,12 @@ def test_base_stays_frozen(name: str, config: dict, all_trainable: bool) -> None
 LOSS_TEST_OVERRIDES = {"delora-nld": {"detector": False}}
 
 
+@pytest.mark.parametrize("model", BACKBONES)
 @pytest.mark.parametrize(("name", "config", "all_trainable"), METHOD_CASES)
-def test_training_lowers_the_loss(name: str, config: dict, all_trainable: bool) -> None:
-    ctx = make_ctx(n_train=32, epochs=4, lr=1e-2)
-    data = synthetic(32, seed=1)
-    before = _loss(ctx.new_model(), data)
+def test_training_lowers_the_loss(name: str, config: dict, all_trainable: bool, model: str) -> None:
+    ctx = make_ctx(n_train=32, epochs=4, lr=1e-2, model=model)
+    data, pad_id = synthetic(32, seed=1), ctx.tokenizer.pad_token_id
+    before = _loss(ctx.new_model(), data, pad_id)
     entry = get_method(name)
     config = {**config, **LOSS_TEST_OVERRIDES.get(name, {})}
     fitted = entry.adapter(build(entry.config, config, name)).fit(ctx)
@@ -116,14 +124,13 @@ def test_training_lowers_the_loss(name: str, config: dict, all_trainable: bool) 
     kept = fitted.diagnostics.get("selected_clean")
     if kept is not None:
         data = data.subset(np.flatnonzero(kept))
-        before = _loss(ctx.new_model(), data)
-    assert _loss(fitted.model, data) < before
+        before = _loss(ctx.new_model(), data, pad_id)
+    assert _loss(fitted.model, data, pad_id) < before
 
 
 def test_pissa_init_leaves_the_residual_of_the_top_r_singular_directions() -> None:
     from bench.models.encoder import base_model
     from bench.sdk.loop import wrap_lora
-    from tests.helpers import TINY
 
     base = base_model(TINY, N_CLASSES)
     w0 = base.new(0).bert.encoder.layer[0].attention.self.query.weight.detach().clone()
