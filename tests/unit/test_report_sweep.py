@@ -98,3 +98,11 @@ def test_compare_and_summarize_use_the_selected_trial(tmp_path: Path) -> None:
     assert any("new: " in w and "lora at lr 1e-3" in w for w in comparison.warnings)
     frame = api.summarize("s", results=base)
     assert list(frame["method"]) == ["dora", "lora (lr 3e-3)"]
+
+
+def test_a_reused_run_without_the_sweep_block_is_a_seed_of_its_trial_not_another_setting() -> None:
+    recs = records()[:4]  # lr 1e-3 and 3e-3, two seeds each; 3e-3 selected (val 0.85)
+    recs[2] = record(3e-3, 0, val=0.86, test=0.40, nll=0.50, marked=False)  # stored before the suite swept
+    text = leaderboard(recs)
+    assert "| lora (lr 3e-3) | 41.00 ± 1.41 | [28.29, 53.71] |" in text  # one row, both seeds
+    assert "| lora | lr 3e-3 | 85.00 ± 1.41 | 0.510 ± 0.014 | 41.00 ± 1.41 | n=2 | **selected** |" in text
