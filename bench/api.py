@@ -11,6 +11,7 @@ from bench.data.loaders import resolve_data_dir
 from bench.errors import BenchError
 from bench.results.query import expand_variants, label_settings, latest_records
 from bench.results.store import Store
+from bench.results.sweep import select_trials
 from bench.run.quiet import quiet_libraries
 from bench.spec.suite import REPO_ROOT, ReportSpec, Suite, check_path_name, load_suite
 
@@ -93,8 +94,9 @@ def build_report(suite: str, *, results: str | Path | None = None,
     # the bias probes' item arrays, for their bootstrap intervals (by the stored method id, before labelling)
     items = {r["run_id"]: arrays for r in records if has_probe(r)
              and (arrays := store.read_predictions(suite, r["spec"]["method"]["id"], r["run_id"])) is not None}
-    return write_report(expand_variants(label_settings(records)), reports_dir(reports) / suite, suite=suite,
-                        items=items, report=options)
+    shown, sweeps = select_trials(records)  # a swept method at its trial selected on validation accuracy
+    return write_report(expand_variants(label_settings(shown)), reports_dir(reports) / suite, suite=suite,
+                        items=items, report=options, sweeps=sweeps)
 
 
 def _suite_and_options(suite: str) -> tuple[str, ReportSpec | None]:
@@ -117,6 +119,9 @@ def summarize(suite: str, *, results: str | Path | None = None, interval: str = 
               variants: bool = True) -> pd.DataFrame:
     """One row per task × noise × model × method of a suite: mean, sample std and 95 % interval.
 
+    A swept method has the row of its selected trial only, named with its setting (``lora (lr 3e-3)``),
+    as on the leaderboard (:mod:`bench.results.sweep`).
+
     Args:
         suite: Suite name (its folder in the store).
         results: The store (default: :func:`results_dir`).
@@ -133,12 +138,14 @@ def summarize(suite: str, *, results: str | Path | None = None, interval: str = 
         BenchError: If the store has no record of the suite.
     """
     from bench.report.markdown import aggregate
+    from bench.report.sweep import label_selected
 
     records = latest_records(Store(results_dir(results)).records(suite))
     if not records:
         raise BenchError(f"no records for suite '{suite}' in {results_dir(results)}; run it first")
-    records = label_settings(records)
-    return aggregate(expand_variants(records) if variants else records, interval=interval)
+    shown, sweeps = select_trials(records)
+    records = label_settings(shown)
+    return label_selected(aggregate(expand_variants(records) if variants else records, interval=interval), sweeps)
 
 
 def compare(baseline: str | Path, new: str | Path, *, suite: str | None = None, methods: tuple[str, ...] = (),

@@ -114,9 +114,10 @@ def load_task(spec: TaskSpec, data_dir: Path) -> TaskData:
     """Load, check and subsample a task's train, validation and test splits.
 
     Validation is the train folder's ``val_split`` (or ``validation`` if present); otherwise
-    ``val_fraction`` of the training pool is held out. Validation and test use gold labels:
-    they feed curves and metrics only, never model selection, so no gold label leaks into
-    training. A task's ``imbalance:`` subsamples the capped training split only
+    ``val_fraction`` of the training pool is held out. Validation and test use gold labels and
+    never reach training: test feeds metrics, validation curves and a ``sweep:``'s choice of
+    setting (a clean validation set, as in most noisy-label papers; docs/sweep.md). A task's
+    ``imbalance:`` subsamples the capped training split only
     (:mod:`bench.data.imbalance`).
     """
     test_folder = find_dataset(spec.dataset, data_dir)

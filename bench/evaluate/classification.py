@@ -41,6 +41,11 @@ def classification_metrics(probs: NDArray[np.float64], labels: NDArray[np.int64]
     }
 
 
+def validation_metrics(probs: NDArray[np.float64], labels: NDArray[np.int64]) -> dict[str, float]:
+    """``val_accuracy`` and ``val_nll`` of the final model on the validation split (a sweep selects on them)."""
+    return {"val_accuracy": accuracy(probs.argmax(axis=1), labels), "val_nll": negative_log_likelihood(probs, labels)}
+
+
 def top_share(preds: NDArray[np.int64], n_classes: int) -> float:
     """Share of the items predicted as the most often predicted class."""
     if len(preds) == 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +30,7 @@ from bench.evaluate.classification import (
     detection_metrics,
     relabel_metrics,
     selection_curves,
+    validation_metrics,
 )
 from bench.kinds.base import Evaluation, Log, split_diagnostics
 from bench.models.classifier import check_classifier, classifier_base, classifier_tokenizer
@@ -182,7 +184,11 @@ class Classification:
 
     def evaluate(self, setup: ClassificationSetup, fitted: Fitted, *, data_dir: Path,
                  execution: Any = None) -> Evaluation:
-        """Test metrics, variants, detection against the truth mask, relabels, collapse."""
+        """Test metrics, variants, validation accuracy and NLL, detection against the truth mask, relabels, collapse.
+
+        ``val_accuracy`` and ``val_nll`` score the final model on the validation split (gold
+        labels): what a ``sweep:`` selects on (:mod:`bench.results.sweep`), never test figures.
+        """
         s = setup
         with Phase("eval", s.ctx.device) as phase:
             probs = fitted.predict_proba(s.test)
@@ -193,6 +199,9 @@ class Classification:
             variants = fitted.predict_variants(s.test)
             if variants:
                 metrics["variants"] = {name: classification_metrics(p, s.test.labels) for name, p in variants.items()}
+        start = time.perf_counter()  # after every test prediction (and outside the eval phase): they stay as they were
+        metrics.update(validation_metrics(fitted.predict_proba(s.val), s.val.labels))
+        efficiency["val_eval_wall_s"] = time.perf_counter() - start
         read = read_diagnostics(fitted.diagnostics, len(s.ctx.train))
         diagnostics, train_arrays = split_diagnostics(fitted.diagnostics)
         collapsed = collapse_message(probs, s.test.labels, s.data.label_names)

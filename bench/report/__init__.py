@@ -19,6 +19,7 @@ from bench.report.stages import IMPORTANCE_PLOT, RL_PLOT, stage_plots
 from bench.results.query import Record
 
 if TYPE_CHECKING:
+    from bench.results.sweep import Sweep
     from bench.spec.suite import ReportSpec
 
 __all__ = [
@@ -74,8 +75,8 @@ def _plots(records: Sequence[Record], out_dir: Path) -> list[Path | None]:
     ]
 
 
-def write_report(records: Sequence[Record], out_dir: Path, *, suite: str,
-                 items: RunItems | None = None, report: ReportSpec | None = None) -> list[Path]:
+def write_report(records: Sequence[Record], out_dir: Path, *, suite: str, items: RunItems | None = None,
+                 report: ReportSpec | None = None, sweeps: Sequence[Sweep] = ()) -> list[Path]:
     """Writes the leaderboard and all plots for one suite.
 
     Plots whose fields no record has are skipped; a stale file of the same name
@@ -88,6 +89,8 @@ def write_report(records: Sequence[Record], out_dir: Path, *, suite: str,
         items: Run id -> the run's stored per-item arrays (``<run_id>.preds.npz``); the bias
             section and plots draw their bootstrap intervals from them (none without).
         report: The suite's ``report:`` options (``deltas``), if its file is known.
+        sweeps: The sweeps of :func:`bench.results.sweep.select_trials`, whose selected trials
+            alone are in ``records`` (and so on the plots); the leaderboard lists every trial.
 
     Returns:
         The written paths: the leaderboard first, then the plots in ``PLOT_FILES`` order.
@@ -104,6 +107,7 @@ def write_report(records: Sequence[Record], out_dir: Path, *, suite: str,
         if stale not in plots and stale.exists():
             stale.unlink()
     leaderboard = out_dir / LEADERBOARD
-    text = leaderboard_markdown(records, suite=suite, figures=[p.name for p in plots], items=items, report=report)
+    text = leaderboard_markdown(records, suite=suite, figures=[p.name for p in plots], items=items, report=report,
+                                sweeps=sweeps)
     leaderboard.write_text(text, encoding="utf-8")
     return [leaderboard, *plots]

@@ -15,6 +15,7 @@ import pandas as pd
 from bench.report.bias import RunItems, bias_section
 from bench.report.deltas import deltas_section
 from bench.report.generation import generation_section, is_generation
+from bench.report.sweep import label_selected, sweep_section
 from bench.report.tables import DASH, DIRTY_MARK, ESCAPE, Column, pct, table
 from bench.results.query import (
     Cell,
@@ -29,6 +30,7 @@ from bench.results.query import (
     run_id,
 )
 from bench.results.stats import summarize_seeds
+from bench.results.sweep import Sweep, hidden_records
 
 if TYPE_CHECKING:
     from bench.spec.suite import ReportSpec
@@ -196,7 +198,8 @@ def _environment_line(records: Sequence[Record]) -> str:
 
 
 def leaderboard_markdown(records: Sequence[Record], *, suite: str, figures: Sequence[str] = (),
-                         items: RunItems | None = None, report: ReportSpec | None = None) -> str:
+                         items: RunItems | None = None, report: ReportSpec | None = None,
+                         sweeps: Sequence[Sweep] = ()) -> str:
     """Renders the suite leaderboard as deterministic markdown.
 
     Args:
@@ -205,16 +208,20 @@ def leaderboard_markdown(records: Sequence[Record], *, suite: str, figures: Sequ
         figures: File names of plots (relative to the leaderboard) to link.
         items: Run id -> the run's stored per-item arrays, for the bias section's intervals.
         report: The suite's ``report:``; its ``deltas`` add "Differences between methods".
+        sweeps: The suite's sweeps (:func:`bench.results.sweep.select_trials`): ``records`` then
+            hold only each sweep's selected trial, named with its setting in the tables, and a
+            "Sweeps" section lists every trial; the others' runs count in the header and "Failed runs".
 
     Returns:
         The markdown text, ending with a newline.
     """
-    ids = sorted({run_id(r) for r in records})  # prediction variants share their run's id
+    hidden = hidden_records(sweeps)  # the trials a sweep did not select: in its own section only
+    ids = sorted({run_id(r) for r in [*records, *hidden]})  # prediction variants share their run's id
     lines = [HEADER, "", f"# Leaderboard: {suite}", "",
              f"generated from {len(ids)} runs; run_ids: {', '.join(ids) or DASH}", ""]
-    if not records:
+    if not ids:
         return "\n".join(lines + ["_No runs recorded for this suite._", ""])
-    dirty = {run_id(r) for r in records if get_path(r, "env.git_dirty")}
+    dirty = {run_id(r) for r in [*records, *hidden] if get_path(r, "env.git_dirty")}
     lines += ["Cells are mean ± sample std (ddof=1) over the successful seeds; a single seed shows "
               "the mean only. The 95 % CI is the Student-t interval of the mean, mean ± t(0.975, n−1)·s/√n "
               "(– with fewer than two seeds; wide with few). **Bold** marks the best mean of a column; "
@@ -222,7 +229,7 @@ def leaderboard_markdown(records: Sequence[Record], *, suite: str, figures: Sequ
     generation = [r for r in records if is_generation(r)]
     classification = [r for r in records if not is_generation(r)]
     if classification:
-        frame = aggregate(classification)
+        frame = label_selected(aggregate(classification), sweeps)
         lines += _tables_section("Results", frame, _quality_columns(memory_metric(classification)),
                                  dirty=dirty)
     if any(record_value(r, m) is not None for r in classification if is_success(r) for m in DETECTION):
@@ -230,10 +237,12 @@ def leaderboard_markdown(records: Sequence[Record], *, suite: str, figures: Sequ
                                  dirty=dirty, require=DETECTION)
     if classification and report is not None:
         lines += deltas_section(classification, report.deltas, report.delta_metrics)
+    lines += sweep_section(sweeps, dirty=dirty)
     if generation:
         lines += generation_section(generation, dirty=dirty)
         lines += bias_section(generation, items)
     if figures:
         lines += ["## Plots", ""] + [f"![{f.rsplit('.', 1)[0]}]({f})" for f in figures] + [""]
-    lines += _flagged_section(records, "collapsed") + _flagged_section(records, "diverged") + _failed_section(records)
-    return "\n".join(lines + [_environment_line(records), ""])
+    lines += _flagged_section(records, "collapsed") + _flagged_section(records, "diverged")
+    lines += _failed_section([*records, *hidden])
+    return "\n".join(lines + [_environment_line([*records, *hidden]), ""])

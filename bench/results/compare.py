@@ -42,6 +42,7 @@ from bench.results.query import Record, cell_of, get_path, label_settings, lates
 from bench.results.significance import item_tests, seed_test
 from bench.results.stats import TestResult
 from bench.results.store import Store
+from bench.results.sweep import select_trials, selection_notes
 
 #: Environment fields compared between the sides (``packages.*`` too, except the harness's own
 #: version). The git commit and dirty flag are expected to differ and are not compared.
@@ -109,7 +110,7 @@ def load_side(path: str | Path, *, label: str, suite: str | None = None,
         methods: Keep only these method ids (all when empty).
 
     Returns:
-        The side and warnings (a seed stored under two run ids keeps its newest run).
+        The side (a swept method by its selected trial, :mod:`bench.results.sweep`) and warnings.
 
     Raises:
         BenchError: If the folder is missing, holds no matching successful record, or holds
@@ -118,10 +119,10 @@ def load_side(path: str | Path, *, label: str, suite: str | None = None,
     root = Path(path)
     if not root.is_dir():
         raise BenchError(f"{label} {root}: no such folder")
-    records = [r for r in latest_records(Store(root).records()) if r.get("status") == "success"
-               and (suite is None or get_path(r, "spec.suite") == suite)
-               and (not methods or get_path(r, "spec.method.id") in methods)]
-    records = label_settings(records)  # runs of one cell with different settings are not seeds of one
+    records, sweeps = select_trials([r for r in latest_records(Store(root).records())  # a sweep: its selected trial
+                                     if (suite is None or get_path(r, "spec.suite") == suite)
+                                     and (not methods or get_path(r, "spec.method.id") in methods)])
+    records = label_settings([r for r in records if r.get("status") == "success"])  # other settings: not seeds
     if not records:
         wanted = ([f"suite '{suite}'"] if suite else []) + ([f"methods {', '.join(methods)}"] if methods else [])
         raise BenchError(f"{label} {root}: no successful records" + (f" for {' and '.join(wanted)}" if wanted else ""))
@@ -129,7 +130,7 @@ def load_side(path: str | Path, *, label: str, suite: str | None = None,
     if len(suites) > 1:
         raise BenchError(f"{label} {root} holds several suites ({', '.join(suites)}); choose one with --suite")
     runs: dict[CellKey, dict[int, Record]] = defaultdict(dict)
-    warnings = []
+    warnings = selection_notes(label, sweeps)
     for record in sorted(records, key=lambda r: str(r.get("finished_at"))):
         cell, seed = cell_key(record), int(get_path(record, "spec.seed") or 0)
         if seed in runs[cell]:

@@ -113,7 +113,8 @@ def label_settings(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     settings that tell them apart, e.g. ``lora (train.epochs=0)``, so that leaderboards and
     comparisons never average different settings as if they were seeds.
     """
-    flats = [{k: v for k, v in _flat_spec(r.get("spec") or {}).items() if k != "seed"} for r in records]
+    flats = [{k: v for k, v in _flat_spec(r.get("spec") or {}).items() if k != "seed" and not k.startswith("sweep.")}
+             for r in records]  # a sweep's grid and point say where a run sits, not how it differs
     groups: dict[Any, list[int]] = defaultdict(list)
     for i, record in enumerate(records):
         groups[cell_of(record)].append(i)

@@ -32,6 +32,7 @@ from bench.spec.config import build
 from bench.spec.generation import code_evals, require_code_execution
 from bench.spec.identity import run_id
 from bench.spec.suite import Suite
+from bench.spec.sweep import spec_value, sweep_grid
 
 
 def resolve(cell: Cell, data_dir: Path) -> ResolvedCell:
@@ -41,6 +42,7 @@ def resolve(cell: Cell, data_dir: Path) -> ResolvedCell:
         BenchError: unknown method, bad method config, missing data, unsupported task kind.
     """
     entry = get_method(cell.method.method)
+    grid = sweep_grid(cell, entry)  # a trial's: its config values checked first, so that errors name the sweep
     config = build(entry.config, cell.method.config, f"{cell.suite}: methods.{cell.method.id}.config")
     noise = cell.noise
     task_map = getattr(cell.task, "pair_map", None)
@@ -67,6 +69,8 @@ def resolve(cell: Cell, data_dir: Path) -> ResolvedCell:
         "train": asdict(cell.train),
         "seed": cell.seed,
     }
+    if grid is not None:  # which sweep and trial the cell is; not part of the run id (a trial is a plain cell's run)
+        spec["sweep"] = {"grid": grid, "trial": {key: spec_value(spec, key) for key, _ in cell.trial}}
     return ResolvedCell(cell=cell, noise=noise, method=entry, config=config, spec=spec, run_id=run_id(spec))
 
 

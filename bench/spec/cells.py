@@ -18,6 +18,7 @@ from bench.sdk.registry import MethodEntry
 from bench.spec.generation import GenerationTaskSpec
 from bench.spec.resources import Resources
 from bench.spec.suite import MethodSpec, Suite, TaskSpec, TrainConfig
+from bench.spec.sweep import Point, trials
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Cell:
     train: TrainConfig
     resources: Resources = field(default_factory=Resources)
     """What an executor reserves for it (the suite's ``resources:``); not part of its identity."""
+    trial: Point = ()
+    """Where a method's ``sweep:`` put this cell, ``(("train.lr", 0.003),)``; empty for a plain cell."""
 
     @property
     def kind(self) -> str:
@@ -44,7 +47,8 @@ class Cell:
         """Short display name."""
         noise = "real-noise" if getattr(self.task, "truth_field", None) and self.noise.kind == "none" \
             else self.noise.label()  # the data's own labels, scored against its gold field (as in reports)
-        return f"{self.task.name} {noise} {self.method.id} seed{self.seed}"
+        point = ",".join(f"{key.partition('.')[2]}={value}" for key, value in self.trial)
+        return f"{self.task.name} {noise} {self.method.id}{f'[{point}]' if point else ''} seed{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -73,12 +77,12 @@ class ResolvedCell:
 
 
 def plan(suite: Suite) -> list[Cell]:
-    """All cells, task-major so that data and base model stay cached across methods."""
+    """All cells, task-major so that data and base model stay cached across methods (a sweep's trials in grid order)."""
     return [
-        Cell(suite.name, suite.model.name, task, noise, method, seed, suite.train_for(method),
-             suite.resources.for_cell(task.name, method.id))
+        Cell(suite.name, suite.model.name, task, noise, trial, seed, suite.train_for(trial),
+             suite.resources.for_cell(task.name, method.id), point)
         for task in suite.tasks for noise in (task.noise or suite.noise)
-        for seed in suite.seeds for method in suite.methods
+        for seed in suite.seeds for method in suite.methods for trial, point in trials(method)
     ]
 
 

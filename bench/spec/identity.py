@@ -15,8 +15,10 @@ from typing import Any
 IDENTITY_VERSION = 1
 #: Spec keys that cannot change a run's numbers, left out of its identity: where it is
 #: stored and how it is displayed or logged. The suite name is among them, so the same
-#: cell in two suites has one identity.
-NON_SEMANTIC_FIELDS = ("suite", "output_dir", "results_dir", "log_level", "workers", "quiet", "id")
+#: cell in two suites has one identity; so is a sweep trial's ``sweep`` block (its grid and
+#: point, :mod:`bench.spec.sweep`): a trial is the run of a cell that fixes those values.
+#: A key is left out at any depth, so no spec field may take one of these names.
+NON_SEMANTIC_FIELDS = ("suite", "output_dir", "results_dir", "log_level", "workers", "quiet", "id", "sweep")
 
 
 def plain(value: Any) -> Any:

@@ -23,6 +23,7 @@ from bench.metrics import metric_names
 from bench.spec.config import apply_override, build, merge, outrank_entries
 from bench.spec.generation import GENERATION, GenerationTaskSpec, build_generation_task
 from bench.spec.resources import ResourcePlan, take_resources
+from bench.spec.sweep import check_overrides, check_sweeps
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_LR = 1.0  #: the largest lr: an AdamW step moves each weight by about lr, so above 1 it diverges at once
@@ -134,12 +135,13 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One grid entry: a registered method with its config and training overrides."""
+    """One grid entry: a registered method, its config and training overrides, its sweep (:mod:`bench.spec.sweep`)."""
 
     id: str
     method: str
     config: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+    sweep: dict[str, Any] | None = None  # as written, None takes the suite's sweep:; parsed, None is none
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,7 @@ class Suite:
 
 
 SUITE_KEYS = ("include", "name", "description", "model", "train", "tasks", "noise", "seeds", "methods", "report",
-              "resources")
+              "resources", "sweep")
 
 
 def suites_dir() -> Path:
@@ -276,7 +278,7 @@ def load_suite(name_or_path: str, overrides: tuple[str, ...] = ()) -> Suite:
     for assignment in overrides:
         apply_override(raw, assignment)
         outrank_entries(raw, assignment)  # --set outranks the entries' own train:/resources: blocks
-    return parse_suite(raw, str(path), default_name=path.stem)
+    return parse_suite(check_overrides(raw, overrides), str(path), default_name=path.stem)
 
 
 def _mapping(raw: Any, where: str) -> dict[str, Any]:
@@ -379,7 +381,7 @@ def parse_suite(raw: dict[str, Any], where: str, default_name: str) -> Suite:
     for method in methods:
         check_path_name(method.id, "method id", f"{where}: methods")
         suite.train_for(method)  # type-checks the grid entry's overrides now, not mid-run
-    return suite
+    return check_sweeps(suite, raw.get("sweep"))  # each entry's sweep: (or the suite's) checked and normalised
 
 
 #: A name that becomes a folder (a suite's in the store and under reports/, a method id's in the store).

@@ -390,3 +390,15 @@ def test_collapse_message_flags_one_class_runs_only() -> None:
     # a class that really is the majority of the gold labels is not a collapse
     majority = np.array([1] * 9 + [0])
     assert collapse_message(one_class, majority, ["a", "b", "c", "d"]) is None
+
+
+def test_validation_metrics_hand_computed() -> None:
+    from bench.evaluate.classification import validation_metrics
+
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.7, 0.3]])
+    labels = np.array([0, 0, 1])
+    out = validation_metrics(probs, labels)
+    # predictions 0, 1, 0 against 0, 0, 1: one of three right
+    assert out["val_accuracy"] == pytest.approx(1 / 3)
+    # -(ln 0.9 + ln 0.4 + ln 0.3) / 3 = (0.10536 + 0.91629 + 1.20397) / 3 = 0.74187
+    assert out["val_nll"] == pytest.approx(0.741874, abs=1e-6)

@@ -107,6 +107,18 @@ def kill_worker_of(run_id: str, times: int, stop: threading.Event) -> threading.
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
+def test_a_sweep_runs_on_ray_as_one_plain_task_per_trial(cluster: None, tmp_path: Path) -> None:
+    """Trials are cells: Ray runs each as a task, and the driver stores each as its own record."""
+    data, suite = toy(tmp_path, TOY.replace("config: {r: 2, alpha: 4}}", "config: {r: 2, alpha: 4}, "
+                                            "sweep: {train.lr: [1.0e-3, 5.0e-3]}}").replace("[0, 1]", "[0]"))
+    on_ray = api.run_suite(load_suite(str(suite)), data_dir=data, results=tmp_path / "ray", quiet=True,
+                           executor="ray")
+    assert len(on_ray.ran) == 2 and not on_ray.failed
+    records = [record for record, _ in stored(tmp_path / "ray").values()]
+    assert sorted(r["spec"]["sweep"]["trial"]["train.lr"] for r in records) == [1e-3, 5e-3]
+    assert all("val_accuracy" in r["metrics"] for r in records)
+
+
 def test_a_killed_ray_worker_fails_only_its_cell_and_is_run_again(cluster: None, tmp_path: Path) -> None:
     data, suite = toy(tmp_path, TOY.replace("epochs: 2", "epochs: 40"))  # cells long enough to be killed
     results, stop = tmp_path / "results", threading.Event()

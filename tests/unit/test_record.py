@@ -69,6 +69,7 @@ def test_run_id_ignores_key_order() -> None:
     (("output_dir",), "/tmp/x"),
     (("workers",), 8),
     (("log_level",), "debug"),
+    (("sweep",), {"grid": {"train.lr": [0.0005, 0.001]}, "trial": {"train.lr": 0.0005}}),  # a trial: a plain cell
 ])
 def test_run_id_ignores_non_semantic_fields(path: tuple[str, ...], value: Any) -> None:
     assert path[-1] in NON_SEMANTIC_FIELDS
