@@ -146,7 +146,8 @@ def cell_overhead(folder: Path) -> dict[str, Any]:
     eff = record["efficiency"]
     phases = {k: float(eff.get(f"{k}_wall_s") or 0.0) for k in ("setup", "train", "eval", "reload")}
     cell_s = float(eff.get("cell_wall_s") or _seconds_between(record))  # whole seconds before cell_wall_s
-    work = phases["train"] + phases["eval"]
+    # the final model's validation score (val_accuracy, for sweeps) is evaluation, timed outside the eval phase
+    work = phases["train"] + phases["eval"] + float(eff.get("val_eval_wall_s") or 0.0)
     out: dict[str, Any] = {
         "run_id": record["run_id"], "command_s": command_s, "cell_s": cell_s,
         **{f"{k}_s": v for k, v in phases.items()},

@@ -77,7 +77,10 @@ class DeloraConfig:
     dropout: float = 0.1
     """peft's ``lora_dropout`` on the adapter input (as in ``lora``)."""
     target_modules: tuple[str, ...] | None = None
-    """None: peft's default for the architecture (q/v projections) [derived]."""
+    """None: the harness's default for the architecture (bench/sdk/targets.py): query/value on BERT;
+    q/k/v/o and gate/up/down on Llama-style decoders, as every other method there. The paper's
+    +13.6M parameters on Llama-3.1-8B match q_proj/v_proj at r 32 [derived]: set
+    ``target_modules: [q_proj, v_proj]`` to follow it."""
     detector_epochs: int = 8
     """Stage-1 epochs, warm-up included [seed]."""
     warmup_epochs: int = 2
@@ -167,7 +170,7 @@ class Detection:
     """The clean LoRA's tensors (peft state-dict keys), for ``classifier_init: clean``."""
 
 
-@register_method("delora-nld", config=DeloraConfig, version="2")
+@register_method("delora-nld", config=DeloraConfig, version="3")
 class DeloraAdapter:
     """Delora: dual-LoRA detector, relabelling, then a LoRA classifier on the selection."""
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
@@ -19,6 +20,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from torch import nn
 
 from bench.data.noise import NoiseResult, NoiseSpec, apply_noise, real_noise, resolve_pair_map
 from bench.data.task import TaskData, load_task
@@ -96,6 +98,8 @@ class ClassificationSetup:
     truly_clean: NDArray[np.bool_]
     ctx: FitContext
     method: Method
+    reload_model: Callable[[], nn.Module] | None = None
+    """What the reload check loads the saved model onto (default ``ctx.new_model``)."""
 
     @property
     def noise(self) -> dict[str, Any]:
@@ -180,7 +184,9 @@ class Classification:
             train=train.with_labels(noise.observed), val=val, train_config=cell.cell.train, seed=seed,
             device=device, precision=precision, log=log, progress=progress, train_texts=tuple(data.train.texts),
         )
-        return ClassificationSetup(data, train, val, test, noise, truly_clean, ctx, cell.method.adapter(cell.config))
+        shell = getattr(base, "shell", None)  # an encoder base builds it without drawing weights
+        return ClassificationSetup(data, train, val, test, noise, truly_clean, ctx, cell.method.adapter(cell.config),
+                                   reload_model=None if shell is None else lambda: shell(seed))
 
     def evaluate(self, setup: ClassificationSetup, fitted: Fitted, *, data_dir: Path,
                  execution: Any = None) -> Evaluation:
@@ -232,7 +238,8 @@ class Classification:
         try:
             fitted.save(folder)
             size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-            again = s.method.load(s.ctx, folder)
+            ctx = s.ctx if s.reload_model is None else replace(s.ctx, new_model=s.reload_model)
+            again = s.method.load(ctx, folder)
             diff = float(np.abs(fitted.predict_proba(items) - again.predict_proba(items)).max())
         finally:
             shutil.rmtree(folder, ignore_errors=True)

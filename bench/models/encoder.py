@@ -186,6 +186,27 @@ class BaseModel:
             raise BenchError(f"{self.name}: unexpected weights {unexpected[:3]}")
         return model.float()
 
+    def shell(self, seed: int) -> nn.Module:
+        """A model for the reload check: the pretrained body, the head left uninitialised.
+
+        Every weight a method trains comes back from its saved files, so nothing needs drawing:
+        building without transformers' weight initialisation took 4 ms instead of 320 ms for
+        MiniLM. A save that forgot a head weight then shows (an uninitialised head predicts
+        anything) instead of hiding behind a head drawn again from the same seed. Where the
+        pretrained weights do not cover every tensor outside the head (``random:`` presets, a
+        checkpoint missing a body weight), this is :meth:`new`.
+        """
+        from transformers import AutoModelForSequenceClassification
+        from transformers.initialization import no_init_weights
+
+        with no_init_weights():
+            model: nn.Module = AutoModelForSequenceClassification.from_config(self.config)  # type: ignore[no-untyped-call]
+        head = tuple(f"{name}." for name in head_names(model))
+        if any(key not in self.pretrained and not key.startswith(head) for key in model.state_dict()):
+            return self.new(seed)
+        model.load_state_dict(self.pretrained, strict=False)
+        return model.float()
+
 
 @lru_cache(maxsize=2)
 def base_model(name: str, n_classes: int) -> BaseModel:

@@ -54,13 +54,19 @@ def adapter_parameters(model: nn.Module, name: str) -> list[nn.Parameter]:
 
 
 def train_adapters(model: nn.Module, names: Sequence[str], extra: Sequence[str] = ()) -> None:
-    """Make exactly the adapters ``names`` (and modules whose name starts with ``extra``) trainable."""
+    """Make exactly the adapters ``names`` and the modules named ``extra`` trainable.
+
+    ``extra`` names modules as :func:`bench.models.encoder.head_names` does: a whole component of
+    a parameter's dotted name, at any depth (``pooler`` is ``bert.pooler``), as peft's
+    ``modules_to_save`` matches them. Matching only at the start of the name left BERT's pooler
+    frozen in Delora's detector while every other method trained it.
+    """
     for param in model.parameters():
         param.requires_grad_(False)
     for name in names:
         for param in adapter_parameters(model, name):
             param.requires_grad_(True)
     for name, param in model.named_parameters():
-        bare = name.replace("base_model.model.", "", 1)
-        if any(bare.startswith(f"{e}.") for e in extra):
+        modules = name.split(".")[:-1]
+        if any(e in modules for e in extra):
             param.requires_grad_(True)

@@ -18,7 +18,8 @@ PINS = {
     "reasoning-smoke": ["1cfaa6393c61"],
     "code-smoke": ["fb114f9a59db"],
     "reasoning": ["a7999b854454", "d76b38a989a3", "aebc3ce156dd"],
-    "noisy-real": ["579e626e129c", "08c1aaa76ef3", "db7018306ee9"],
+    # delora-nld at version 3 (its detector trains BERT's pooler, 2026-12-07): 08c1aaa76ef3 -> d0892285e117
+    "noisy-real": ["579e626e129c", "d0892285e117", "db7018306ee9"],
 }
 
 

@@ -163,7 +163,11 @@ def test_detector_trains_both_adapters_and_the_shared_head_only() -> None:
     model, _ = detector_model(make_ctx(), build(entry.config, {"r": 4}, "delora-nld"))
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert any(f".{CLEAN}." in n for n in names) and any(f".{NOISY}." in n for n in names)
-    assert all("lora_" in n or "classifier" in n for n in names)
+    assert all("lora_" in n or "classifier" in n or ".pooler." in n for n in names)
+    # the head is what every other method trains: BERT's pooler too (it was frozen here, matched
+    # only at the start of a name, while it sits at bert.pooler)
+    head = [n for n, _ in model.named_parameters() if ".pooler." in n or n.split(".")[-2] == "classifier"]
+    assert {n for n in head if "pooler" in n} and set(head) <= set(names)
 
 
 def test_delora_without_detector_is_plain_lora() -> None:
