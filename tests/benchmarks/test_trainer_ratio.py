@@ -56,10 +56,11 @@ def test_harness_and_trainer_both_train_the_same_lora(benchmark: Any) -> None:
 
 
 #: (precision, fixed length or None, rows, floor of the harness/Trainer ratio per CPU second). The
-#: target is 1.2× (docs/speed.md); the floors guard what is measured at one thread: 1.10× bf16 with
-#: dynamic padding (12 % fewer padded tokens, bf16 casts of frozen weights reused) and parity (1.00×)
-#: at a fixed width in fp32, where both loops run the same kernels on the same tokens.
-RATIO_CASES = [("bf16", None, 512, 1.0), ("fp32", MAX_LENGTH, 384, 0.95)]
+#: target is 1.2× (docs/speed.md), the floor of the bf16 case with dynamic padding (measured 1.27-1.28×
+#: at one thread: dropout masks four to a random word, bf16 casts of frozen weights reused, 12 % fewer
+#: padded tokens). At a fixed width in fp32, where the two loops differ only in their dropout masks,
+#: 1.07-1.10× was measured; its floor guards parity.
+RATIO_CASES = [("bf16", None, 512, 1.2), ("fp32", MAX_LENGTH, 384, 1.0)]
 TARGET_RATIO = 1.2
 
 
