@@ -67,3 +67,32 @@ def test_workers_start_with_their_gpu_in_the_environment(tmp_path: Path, monkeyp
     assert {o["threads"] for o in outcomes.values()} == {"1"}
     assert len({o["pid"] for o in outcomes.values()}) == 3  # a fresh process per cell
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "5,7"  # the parent's own view is left as it was
+
+
+def test_workers_fork_from_the_preloading_forkserver_without_gpus_and_spawn_with_them() -> None:
+    # a forkserver that imported torch could have started CUDA before a worker's CUDA_VISIBLE_DEVICES
+    from bench.run.worker import PRELOAD, worker_context
+
+    assert worker_context(["0", "1"]).get_start_method() == "spawn"
+    forked = worker_context([])
+    assert forked.get_start_method() == "forkserver" and PRELOAD == ["bench.run.preload"]
+
+
+def report_start(item: str, data_dir: Path) -> tuple[dict[str, Any], float]:
+    """A cell function: the environment variable, directory and stderr a worker started with."""
+    print(f"worker {item} on stderr", file=sys.stderr, flush=True)
+    return {"value": os.environ.get("PEFTBENCH_TEST_VALUE"), "cwd": os.getcwd()}, 0.0
+
+
+def test_a_forked_worker_starts_as_a_spawned_one_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capfd: pytest.CaptureFixture[str]) -> None:
+    # the forkserver's own environment, directory and fds are those of the moment it started; a
+    # worker must see the parent's as they are when the worker starts
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    list(CellPool(["warm"], tmp_path, jobs=1, fn=report_start, threads=1, gpus=[]).results())  # forkserver up
+    monkeypatch.setenv("PEFTBENCH_TEST_VALUE", "set after the forkserver started")
+    monkeypatch.chdir(tmp_path)
+    capfd.readouterr()
+    ((_, result, _),) = list(CellPool(["x"], tmp_path, jobs=1, fn=report_start, threads=1, gpus=[]).results())
+    assert result == {"value": "set after the forkserver started", "cwd": str(tmp_path)}
+    assert "worker x on stderr" in capfd.readouterr().err
