@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -102,6 +102,14 @@ class DeloraConfig:
     LoRAs still (Δσ 0.06 per epoch against 7.7 unconstrained). Chosen by the sweep in docs/delora.md."""
     lambda_det: float = 1.0
     """Weight of ``L_Det`` (0: ablation)."""
+    det_grad: str = "both"
+    """Which LoRA ``L_Det`` trains. ``both``: its gradient reaches ``ℓc`` and ``ℓn`` (and the head
+    through each pass), so it also pushes the clean LoRA's loss up on every sample it flags, clean
+    or not, and the clean LoRA's predictions (the default relabels) unlearn them. ``threshold``:
+    ``ℓc`` is detached inside ``L_Det``, so only the learnable threshold ``φ = ℓn`` (the noisy
+    LoRA) and the head through its pass learn from it; the clean LoRA learns from ``L_ce`` alone.
+    METHODS.md §2.1 does not say; the seed calls ``φ`` the learnable part. Left out of the run id
+    at ``both`` (:data:`OMIT_WHEN_DEFAULT`), so earlier runs keep theirs."""
     ce_mode: str = "combined"
     """``combined``: CE of W0+ΔW_c+ΔW_n; ``separate``: CE(clean-only) + CE(noisy-only)."""
     detector_targets: str = "gmm"
@@ -125,6 +133,9 @@ class DeloraConfig:
     log_selection: bool = True
     """Score the whole training set after every detector epoch (per-epoch detection curves)."""
 
+    OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("det_grad",)
+    """Fields added after runs were stored: left out of the cell's spec (and run id) at their default."""
+
     def __post_init__(self) -> None:
         if self.r < 1:
             raise ValueError(f"Invalid rank: {self.r}")
@@ -137,7 +148,7 @@ class DeloraConfig:
         if min(self.lambda_ce, self.lambda_lora, self.lambda_det) < 0 or self.lambda_ce + self.lambda_det == 0:
             raise ValueError("Invalid loss weights: need lambda_ce or lambda_det > 0, none negative")
         choices = {"ce_mode": ("combined", "separate"), "detector_targets": ("self", "gmm"),
-                   "t_mode": ("epoch", "continuous"),
+                   "t_mode": ("epoch", "continuous"), "det_grad": ("both", "threshold"),
                    "relabeler": RELABELERS, "classifier_init": ("fresh", "clean")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -99,7 +99,9 @@ class DetectorObjective:
                 target = (loss_c < loss_n).float().detach()
             else:
                 target = self.targets[torch.from_numpy(index)].to(loss_c.device)
-            det = F.binary_cross_entropy_with_logits(loss_n - loss_c, target)  # BCE on p^c = σ(ℓn − ℓc)
+            threshold_only = c.det_grad == "threshold"  # then only φ = ℓn learns from L_Det
+            det = F.binary_cross_entropy_with_logits(  # BCE on p^c = σ(ℓn − ℓc)
+                loss_n - (loss_c.detach() if threshold_only else loss_c), target)
             total = total + c.lambda_det * det
             terms["loss_det"] = det
         for key, value in terms.items():

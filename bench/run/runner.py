@@ -14,7 +14,7 @@ this process writes every record.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +65,24 @@ def resolve(cell: Cell, data_dir: Path) -> ResolvedCell:
         "task": task,
         "noise": {**asdict(noise), "label": noise.label()},
         "model": {"name": cell.model},
-        "method": {"id": cell.method.id, "name": entry.name, "version": entry.version, "config": asdict(config)},
+        "method": {"id": cell.method.id, "name": entry.name, "version": entry.version, "config": config_spec(config)},
         "train": asdict(cell.train),
         "seed": cell.seed,
     }
     if grid is not None:  # which sweep and trial the cell is; not part of the run id (a trial is a plain cell's run)
         spec["sweep"] = {"grid": grid, "trial": {key: spec_value(spec, key) for key, _ in cell.trial}}
     return ResolvedCell(cell=cell, noise=noise, method=entry, config=config, spec=spec, run_id=run_id(spec))
+
+
+def config_spec(config: Any) -> dict[str, Any]:
+    """A method config as the spec records it: every field but those of ``OMIT_WHEN_DEFAULT`` at their default.
+
+    A method that gains an option lists it there, so the cells that leave it at its default keep
+    the run ids their stored runs have.
+    """
+    omit = getattr(config, "OMIT_WHEN_DEFAULT", ())
+    defaults = {f.name: f.default for f in fields(config)}
+    return {k: v for k, v in asdict(config).items() if not (k in omit and v == defaults.get(k))}
 
 
 def resolve_suite(suite: Suite, data_dir: Path) -> list[ResolvedCell]:

@@ -416,3 +416,34 @@ def test_detector_time_is_the_epoch_or_continuous() -> None:
     assert objective.t == 1 / 20  # from the first step: the noisy LoRA is held back 20x
     objective.step = 50
     assert objective.t == 2.5
+
+
+def _det_only_grads(det_grad: str) -> dict[str, float]:
+    """Gradient norms of each adapter after one backward of L_Det alone (L_ce and L_LoRA at 0)."""
+    model, objective, inputs, labels, index = _objective_batch(
+        {"det_grad": det_grad, "lambda_ce": 0.0, "lambda_lora": 0.0, "warmup_epochs": 0, "detector_targets": "self"})
+    model.eval()  # no dropout: the passes are deterministic
+    objective(model, inputs, labels, index).backward()
+    norms = {}
+    for adapter in (CLEAN, NOISY):
+        grads = [p.grad for n, p in model.named_parameters() if f".{adapter}." in n and p.grad is not None]
+        norms[adapter] = float(sum(float(g.norm()) ** 2 for g in grads) ** 0.5)
+    return norms
+
+
+def test_det_grad_threshold_trains_only_the_noisy_lora_through_l_det() -> None:
+    both, threshold = _det_only_grads("both"), _det_only_grads("threshold")
+    assert both[CLEAN] > 0 and both[NOISY] > 0          # the default: L_Det moves the clean LoRA too
+    assert threshold[CLEAN] == 0 and threshold[NOISY] > 0  # only φ = ℓn learns from it
+    assert threshold[NOISY] == pytest.approx(both[NOISY], rel=1e-6)  # ℓn's gradient is the same either way
+
+
+def test_det_grad_at_its_default_leaves_the_run_id_as_it_was() -> None:
+    from bench.run.runner import config_spec
+
+    entry = get_method("delora-nld")
+    default = config_spec(build(entry.config, {"r": 8}, "d"))
+    assert "det_grad" not in default and "lambda_det" in default
+    assert config_spec(build(entry.config, {"r": 8, "det_grad": "threshold"}, "d"))["det_grad"] == "threshold"
+    with pytest.raises(Exception, match="det_grad"):
+        build(entry.config, {"det_grad": "clean"}, "d")
