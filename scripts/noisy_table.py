@@ -33,8 +33,9 @@ def _stats(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     if not values:
         return "–"
     mean = statistics.mean(values) * scale
-    sd = statistics.stdev(values) * scale if len(values) > 1 else float("nan")
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"  # one seed: no spread to show
+    return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
 
 
 def rows(records: list[dict[str, Any]]) -> list[list[str]]:
